@@ -1,0 +1,181 @@
+"""The two layouts of the library, their checks, padding masks, and the one adapter between them.
+
+Layouts
+-------
+``tokens``  ``(B, N, C)``: a batch of N tokens (pixels, points, patches) of C channels.
+``map``     ``(B, C, H, W)``: a batch of feature maps, as convolutions use them.
+
+Channels-last maps ``(B, H, W, C)`` are not a third convention: permute them to ``map``.
+
+Masks
+-----
+A padding mask is a bool tensor ``(B, N)``, ``True`` for a real token. Token ops that mix
+tokens accept ``mask=``; padded tokens never change real tokens' outputs, outputs at padded
+positions are zero, and a sample with no real token gives zeros, never NaN.
+
+Adapter
+-------
+:func:`as_layout` (or :class:`LayoutAdapter`) runs any op on the other layout:
+
+* a token op on a map: ``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``;
+* a map op on tokens: ``(B, N, C) -> (B, C, H, W) -> op -> (B, N, C)`` with ``H * W == N``;
+  ``hw=(H, W)`` is given at construction or per call. Map ops have no notion of padding, so a
+  mask with padded tokens is refused.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+TOKENS = 'tokens'
+MAP = 'map'
+LAYOUTS = (TOKENS, MAP)
+_DESCRIBE = {TOKENS: 'tokens (B, N, C)', MAP: 'a map (B, C, H, W)'}
+
+
+def _name(op) -> str:
+    return op if isinstance(op, str) else type(op).__name__
+
+
+def _shape(x: Tensor) -> str:
+    return '(' + ', '.join(str(s) for s in x.shape) + ')'
+
+
+def check_tokens(op, x: Tensor, dim: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, N, dim)``; the text names op, expected and got."""
+    if isinstance(x, Tensor) and x.dim() == 3 and x.shape[-1] == dim:
+        return
+    got = _shape(x) if isinstance(x, Tensor) else type(x).__name__
+    msg = f'{_name(op)} expects tokens (B, N, C) with C={dim}, got {got}'
+    if isinstance(x, Tensor):
+        if x.dim() == 4 and x.shape[1] == dim:
+            msg += ('; this looks like a map (B, C, H, W): flatten it with '
+                    'attn_ops.layouts.map_to_tokens or wrap the op with as_layout(op, "map")')
+        elif x.dim() == 4 and x.shape[-1] == dim:
+            msg += '; this looks channels-last (B, H, W, C): permute(0, 3, 1, 2) to a map first'
+        elif x.dim() == 3 and x.shape[1] == dim:
+            msg += '; this looks channels-first (B, C, N): transpose(1, 2) to (B, N, C)'
+    raise ValueError(msg)
+
+
+def check_map(op, x: Tensor, channels: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, channels, H, W)``."""
+    if isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == channels:
+        return
+    got = _shape(x) if isinstance(x, Tensor) else type(x).__name__
+    msg = f'{_name(op)} expects a map (B, C, H, W) with C={channels}, got {got}'
+    if isinstance(x, Tensor):
+        if x.dim() == 4 and x.shape[-1] == channels:
+            msg += '; this looks channels-last (B, H, W, C): permute(0, 3, 1, 2) first'
+        elif x.dim() == 3 and x.shape[-1] == channels:
+            msg += ('; this looks like tokens (B, N, C): reshape with '
+                    'attn_ops.layouts.tokens_to_map or wrap the op with as_layout(op, "tokens")')
+    raise ValueError(msg)
+
+
+def check_mask(op, mask: Optional[Tensor], batch: int, length: int, what: str = 'mask') -> None:
+    """A padding mask must be a bool ``(B, N)`` tensor matching the tokens."""
+    if mask is None:
+        return
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f'{_name(op)} expects {what} as a bool tensor (B, N) with True = real '
+                         f'token, got dtype {got}')
+    if tuple(mask.shape) != (batch, length):
+        raise ValueError(f'{_name(op)} expects {what} of shape (B, N)=({batch}, {length}), '
+                         f'got {_shape(mask)}')
+
+
+def attend_mask(mask: Tensor) -> Tensor:
+    """Key mask safe for a softmax: a sample with no real token attends to all its slots.
+
+    Its outputs are zeroed afterwards by :func:`zero_padded`, so the choice only avoids NaN.
+    """
+    return mask | ~mask.any(dim=-1, keepdim=True)
+
+
+def zero_padded(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Zero the tokens of ``x`` (B, N, C) where ``mask`` (B, N) is False."""
+    if mask is None:
+        return x
+    return x.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def map_to_tokens(x: Tensor) -> Tensor:
+    """``(B, C, H, W) -> (B, H*W, C)``, row-major over (H, W)."""
+    if x.dim() != 4:
+        raise ValueError(f'map_to_tokens expects a map (B, C, H, W), got {_shape(x)}')
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_map(x: Tensor, hw: Sequence[int]) -> Tensor:
+    """``(B, H*W, C) -> (B, C, H, W)``, the inverse of :func:`map_to_tokens`."""
+    h, w = int(hw[0]), int(hw[1])
+    if x.dim() != 3 or x.shape[1] != h * w:
+        raise ValueError(f'tokens_to_map expects tokens (B, N, C) with N=H*W={h}*{w}={h * w}, '
+                         f'got {_shape(x)}')
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
+
+
+def op_channels(op: nn.Module) -> int:
+    """The channel count an op was built for (its ``dim_arg`` attribute)."""
+    return int(getattr(op, getattr(op, 'dim_arg', 'dim')))
+
+
+class LayoutAdapter(nn.Module):
+    """Run ``op`` on the layout ``layout`` although it natively works on the other one.
+
+    Args:
+        op: an attention op with a ``layout`` attribute (``'tokens'`` or ``'map'``).
+        layout: the layout the adapter accepts and returns.
+        hw: for a map op seen as tokens, the default ``(H, W)`` of the token grid.
+    """
+
+    def __init__(self, op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None):
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f'LayoutAdapter: layout must be one of {LAYOUTS}, got {layout!r}')
+        native = getattr(op, 'layout', None)
+        if native not in LAYOUTS:
+            raise ValueError(f'LayoutAdapter: {type(op).__name__} declares no layout '
+                             f'(expected op.layout in {LAYOUTS}, got {native!r})')
+        if native == layout:
+            raise ValueError(f'LayoutAdapter: {type(op).__name__} already works on {layout}; '
+                             'use as_layout(), which returns such an op unchanged')
+        self.op = op
+        self.layout = layout
+        self.channels = op_channels(op)
+        self.hw = tuple(hw) if hw is not None else None
+
+    dim_arg = 'channels'
+    supports_mask = False  # maps have no padding; a map op cannot skip padded tokens
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                hw: Optional[Sequence[int]] = None) -> Tensor:
+        c = self.channels
+        name = f'{type(self.op).__name__} (adapted to {_DESCRIBE[self.layout]})'
+        if self.layout == MAP:
+            check_map(name, x, c)
+            if mask is not None:
+                raise ValueError(f'{name}: a map has no padding; got a mask of shape {_shape(mask)}')
+            b, _, h, w = x.shape
+            return tokens_to_map(self.op(map_to_tokens(x)), (h, w))
+        check_tokens(name, x, c)
+        hw = hw if hw is not None else self.hw
+        if hw is None:
+            raise ValueError(f'{name}: the token grid size is unknown; pass hw=(H, W) with '
+                             f'H*W={x.shape[1]} at construction or call')
+        if mask is not None:
+            check_mask(name, mask, x.shape[0], x.shape[1])
+            if not bool(mask.all()):
+                raise ValueError(f'{name}: a map op cannot honour a padding mask with padded tokens')
+        return map_to_tokens(self.op(tokens_to_map(x, hw)))
+
+
+def as_layout(op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None) -> nn.Module:
+    """``op`` itself when it already works on ``layout``, else a :class:`LayoutAdapter` around it."""
+    if getattr(op, 'layout', None) == layout:
+        return op
+    return LayoutAdapter(op, layout, hw=hw)
