@@ -88,12 +88,12 @@ def check_mask(op, mask: Optional[Tensor], batch: int, length: int, what: str = 
                          f'got {_shape(mask)}')
 
 
-def attend_mask(mask: Tensor) -> Tensor:
-    """Key mask safe for a softmax: a sample with no real token attends to all its slots.
+def attend_mask(mask: Tensor, dim: int = -1) -> Tensor:
+    """Key mask safe for a softmax over ``dim``: a sample with no real token attends to all slots.
 
     Its outputs are zeroed afterwards by :func:`zero_padded`, so the choice only avoids NaN.
     """
-    return mask | ~mask.any(dim=-1, keepdim=True)
+    return mask | ~mask.any(dim=dim, keepdim=True)
 
 
 def zero_padded(x: Tensor, mask: Optional[Tensor]) -> Tensor:
