@@ -1,0 +1,165 @@
+"""Building blocks of the PCT family, on dense point tokens ``(B, N, C)`` with padding masks.
+
+Point-wise layers run on the real points only (``x[mask]``), so batch-norm statistics and
+outputs never see padding: a ragged PyG batch behaves as the same clouds batched densely.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attn_ops import build_attention
+
+from ..point_ops import farthest_point_sample, gather_points, group_points, knn
+
+
+def masked_apply(fn: nn.Module, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Apply a row-wise module to the real tokens of ``x`` ``(B, N, C)``; padded rows are zero."""
+    if mask is None:
+        return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    y = fn(x[mask])
+    out = y.new_zeros(*x.shape[:-1], y.shape[-1])
+    out[mask] = y
+    return out
+
+
+def masked_max(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Max over tokens ``(B, N, C) -> (B, C)`` ignoring padding."""
+    if mask is not None:
+        x = x.masked_fill(~mask.unsqueeze(-1), float('-inf'))
+    return x.max(dim=1).values
+
+
+def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Mean over tokens ``(B, N, C) -> (B, C)`` ignoring padding."""
+    if mask is None:
+        return x.mean(dim=1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class LBR(nn.Module):
+    """Linear (no bias) + BatchNorm over channels + activation, on rows ``(M, C_in) -> (M, C_out)``.
+
+    The 1x1 ``Conv1d`` + ``BatchNorm1d`` + ReLU of PCT, written on tokens.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, act: str = 'relu', bias: bool = False):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, out_channels, bias=bias)
+        self.norm = nn.BatchNorm1d(out_channels)
+        if act == 'relu':
+            self.act = nn.ReLU(inplace=True)
+        elif act == 'leaky_relu':
+            self.act = nn.LeakyReLU(0.2, inplace=True)
+        elif act in (None, 'none'):
+            self.act = nn.Identity()
+        else:
+            raise ValueError(f'LBR: act must be relu, leaky_relu or none, got {act!r}')
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.linear(x)))
+
+
+def mlp(channels: Sequence[int], act: str = 'relu') -> nn.Sequential:
+    """A stack of :class:`LBR` through ``channels`` (``[c0, c1, ..., ck]``)."""
+    return nn.Sequential(*[LBR(a, b, act) for a, b in zip(channels[:-1], channels[1:])])
+
+
+class NeighborEmbeddingStage(nn.Module):
+    r"""One sample-and-group stage of PCT's neighbour embedding (``Local_op``).
+
+    S centres by farthest point sampling, K nearest neighbours of each centre (on xyz), grouped
+    features :math:`[f_j - f_c, f_c]`, two LBR layers, max over the K neighbours.
+
+    Shapes: pos ``(B, N, 3)``, feat ``(B, N, C)``, mask ``(B, N)`` ->
+    pos ``(B, S, 3)``, feat ``(B, S, C_out)``, mask ``(B, S)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_samples: int, k: int):
+        super().__init__()
+        self.num_samples, self.k = num_samples, k
+        self.mlp = mlp([2 * in_channels, out_channels, out_channels])
+
+    def forward(self, pos: Tensor, feat: Tensor, mask: Optional[Tensor]):
+        b = pos.shape[0]
+        idx = farthest_point_sample(pos, self.num_samples, mask)
+        new_pos = gather_points(pos, idx)
+        nb = knn(new_pos, pos, self.k, ref_mask=mask)
+        grouped = group_points(feat, idx, nb)                      # (B, S, K, 2C)
+        if mask is None:
+            new_mask = None
+            rows = grouped.reshape(-1, grouped.shape[-1])
+            y = self.mlp(rows).view(b, self.num_samples, self.k, -1).max(dim=2).values
+        else:
+            counts = mask.sum(1, keepdim=True)
+            new_mask = torch.arange(self.num_samples, device=pos.device).unsqueeze(0) < counts
+            g = grouped[new_mask]                                 # (M, K, 2C)
+            y_real = self.mlp(g.reshape(-1, g.shape[-1])).view(g.shape[0], self.k, -1).max(1).values
+            y = y_real.new_zeros(b, self.num_samples, y_real.shape[-1])
+            y[new_mask] = y_real
+        return new_pos, y, new_mask
+
+
+class AttentionBlock(nn.Module):
+    r"""A token op from ATTENTION inside PCT's layer structure.
+
+    ``mode``:
+
+    * ``'none'``: the op is the whole layer (OffsetAttention carries its own offset, norm and residual);
+    * ``'offset'``: :math:`y = x + \mathrm{LBR}(x - \mathrm{op}(x))` (PCT's offset structure around
+      any attention map, as EANet's point-cloud experiment does with External Attention);
+    * ``'residual'``: :math:`y = x + \mathrm{LBR}(\mathrm{op}(x))` (naive PCT, Eq. 4);
+    * ``'auto'``: ``'none'`` for OffsetAttention, ``'offset'`` otherwise.
+
+    Shapes: ``x`` (B, N, C), ``mask`` (B, N) -> (B, N, C), zeros at padding.
+    """
+
+    def __init__(self, attn_cfg: dict, channels: int, mode: str = 'auto'):
+        super().__init__()
+        self.attn = build_attention(attn_cfg, dim=channels)
+        if getattr(self.attn, 'layout', 'tokens') != 'tokens':
+            raise ValueError(f'{type(self.attn).__name__} works on maps (B, C, H, W); point clouds '
+                             f'need a token op (B, N, C) from ATTENTION')
+        if mode == 'auto':
+            mode = 'none' if type(self.attn).__name__ == 'OffsetAttention' else 'offset'
+        if mode not in ('none', 'offset', 'residual'):
+            raise ValueError(f'AttentionBlock: mode must be auto, none, offset or residual, got {mode!r}')
+        self.mode = mode
+        self.post = LBR(channels, channels, bias=True) if mode != 'none' else None
+
+    def _attend(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        if mask is None:
+            return self.attn(x)
+        if getattr(self.attn, 'supports_mask', False):
+            return self.attn(x, mask=mask)
+        if bool(mask.all()):
+            return self.attn(x)
+        raise ValueError(f'{type(self.attn).__name__} does not support padding masks; use equal-size '
+                         f'clouds (FixedPoints transform) or a mask-aware op')
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        y = self._attend(x, mask)
+        if self.mode == 'none':
+            return y
+        z = x - y if self.mode == 'offset' else y
+        out = x + masked_apply(self.post, z, mask)
+        return out if mask is None else out.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+class AttentionStack(nn.Module):
+    """``num_layers`` attention blocks applied in sequence; returns their outputs concatenated
+    ``(B, N, num_layers * C)`` (PCT's ``pt_last``)."""
+
+    def __init__(self, channels: int, num_layers: int, attn_cfg: dict, mode: str = 'auto'):
+        super().__init__()
+        self.layers = nn.ModuleList(AttentionBlock(attn_cfg, channels, mode) for _ in range(num_layers))
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        outs = []
+        for layer in self.layers:
+            x = layer(x, mask)
+            outs.append(x)
+        return torch.cat(outs, dim=-1)
