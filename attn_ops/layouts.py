@@ -179,3 +179,15 @@ def as_layout(op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None) ->
     if getattr(op, 'layout', None) == layout:
         return op
     return LayoutAdapter(op, layout, hw=hw)
+
+
+def example_input(layout: str, channels: int, batch: int = 2, tokens: int = 64,
+                  generator: Optional[torch.Generator] = None, **tensor_kw) -> Tensor:
+    """A random input in ``layout`` with about ``tokens`` positions (maps use the squarest H x W)."""
+    if layout == TOKENS:
+        return torch.randn(batch, tokens, channels, generator=generator, **tensor_kw)
+    if layout != MAP:
+        raise ValueError(f'example_input: layout must be one of {LAYOUTS}, got {layout!r}')
+    h = max(int(tokens ** 0.5), 1)
+    w = max(tokens // h, 1)
+    return torch.randn(batch, channels, h, w, generator=generator, **tensor_kw)

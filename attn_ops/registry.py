@@ -19,11 +19,15 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry, build_model_from_cfg
 
 
-class UnknownOpError(KeyError):
-    """Raised for a ``type`` that no registry in reach knows; the text names close matches."""
+class ConfigKeyError(KeyError):
+    """A ``KeyError`` about a config key whose text prints as written (KeyError quotes it)."""
 
-    def __str__(self) -> str:  # KeyError would quote and escape the message
+    def __str__(self) -> str:
         return str(self.args[0])
+
+
+class UnknownOpError(ConfigKeyError):
+    """Raised for a ``type`` that no registry in reach knows; the text names close matches."""
 
 
 def close_names(name: str, registry: Registry, n: int = 5) -> list[str]:
@@ -39,7 +43,7 @@ def _check_type(cfg: Any, registry: Registry) -> None:
     if not isinstance(cfg, (dict, ConfigDict)):
         raise TypeError(f'{registry.name} config must be a dict, got {type(cfg).__name__}: {cfg!r}')
     if 'type' not in cfg:
-        raise KeyError(f'{registry.name} config needs a "type" key, got keys {sorted(cfg)}')
+        raise ConfigKeyError(f'{registry.name} config needs a "type" key, got keys {sorted(cfg)}')
     obj_type = cfg['type']
     if isinstance(obj_type, str) and registry.get(obj_type) is None:
         short = obj_type.split('.')[-1]

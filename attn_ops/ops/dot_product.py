@@ -99,10 +99,10 @@ class CrossAttention(AttentionOp):
         context_dim: channels of ``context`` (default ``dim``). qkv_bias, attn_drop, proj_drop: as
             :class:`MultiHeadAttention`.
 
-    ``forward(x, context=None, mask=None, context_mask=None)``: ``x`` (B, N, C), ``context``
-    (B, M, C_ctx) (defaults to ``x``: self-attention), ``mask`` (B, N) marks real queries,
-    ``context_mask`` (B, M) real context tokens (defaults to ``mask`` when ``context`` is ``x``).
-    Returns (B, N, C). Cost O(N M C).
+    Shapes: ``forward(x, context=None, mask=None, context_mask=None)`` with ``x`` (B, N, C),
+    ``context`` (B, M, C_ctx) (defaults to ``x``: self-attention), ``mask`` (B, N) marking real
+    queries, ``context_mask`` (B, M) real context tokens (defaults to ``mask`` when ``context`` is
+    ``x``) -> (B, N, C). Cost O(N M C).
     """
 
     supports_mask = True
