@@ -4,3 +4,4 @@ from .external import ExternalAttention, ExternalAttentionBlock, MultiHeadExtern
 from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
+from .criss_cross import CrissCrossAttention  # noqa: F401

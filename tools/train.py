@@ -1,0 +1,101 @@
+"""Train a model from an mmengine config (segmentation, point clouds, any project of the repo).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+
+The registry scope comes from the config's ``default_scope`` and its ``custom_imports``;
+nothing here is specific to one task. ``--resume`` without a path resumes from the latest
+checkpoint in the work dir (``last_checkpoint``); with a path, from that file. Checkpoints load
+with ``torch.load(weights_only=True)`` and an allowlist (see ``attn_ops.compat.checkpoint``).
+
+Distributed: ``torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch``; without
+CUDA the processes use the gloo backend.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+from attn_ops.compat import checkpoint as ckpt_compat  # noqa: E402
+from attn_ops.compat import mmcv_ops  # noqa: E402
+from attn_ops.compat.cpu_ddp import setup_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model from an mmengine config')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where to save logs and checkpoints '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint of the work dir '
+                        'when no path is given')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config entries, e.g. train_cfg.max_iters=100 '
+                        'model.pretrained=/path/to/weights.pth')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if optim_wrapper == 'AmpOptimWrapper':
+            print('AMP is already enabled in the config.')
+        else:
+            if optim_wrapper != 'OptimWrapper':
+                raise ValueError(f'--amp needs optim_wrapper.type "OptimWrapper", the config has '
+                                 f'"{optim_wrapper}"')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume: checkpoint "{args.resume}" does not exist')
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mmcv_ops.install()
+    ckpt_compat.install()
+    cfg = build_cfg(args)
+    setup_cpu_distributed(cfg, args.launcher)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
