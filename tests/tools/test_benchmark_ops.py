@@ -1,0 +1,37 @@
+"""The benchmark tool measures what it says: FLOPs against the closed form, activation memory
+that shows the SDPA fast path keeps no N x N matrix, tables and plots written. No timing asserts."""
+import csv
+
+import pytest
+
+from tools import benchmark_ops
+
+
+def _run(tmp_path, *extra):
+    return benchmark_ops.main(['--tokens', '64', '256', '--dim', '16', '--repeats', '1', '--warmup', '0',
+                               '--out', str(tmp_path), *extra])
+
+
+def test_flops_memory_and_outputs(tmp_path):
+    pytest.importorskip('fightingcv_attention')
+    rows = _run(tmp_path, '--ops', 'ExternalAttention', 'MultiHeadAttention')
+    ea = {r['N']: r for r in rows if r['op'] == 'ExternalAttention'}
+    # two bias-free linears: 2*B*N*C*S each, B=2, C=16, S=64
+    assert ea[256]['gflops'] * 1e9 == pytest.approx(4 * 2 * 256 * 16 * 64)
+    assert ea[256]['peer_gflops'] == pytest.approx(ea[256]['gflops'])
+    mha = {r['N']: r for r in rows if r['op'] == 'MultiHeadAttention'}
+    attn_matrix_mib = 2 * 8 * 256 * 256 * 4 / 2 ** 20      # (B, heads, N, N) float32
+    assert mha[256]['peer_act_mib'] > attn_matrix_mib       # the catalogue keeps the N x N weights
+    assert mha[256]['act_mib'] < attn_matrix_mib / 4        # SDPA does not
+    with open(tmp_path / 'results.csv') as f:
+        table = list(csv.DictReader(f))
+    assert [r['op'] for r in table] == ['ExternalAttention'] * 2 + ['MultiHeadAttention'] * 2
+    assert float(table[0]['time_ratio']) > 0
+    assert (tmp_path / 'results.md').read_text().count('\n| ExternalAttention |') == 2
+    assert (tmp_path / 'time.png').stat().st_size > 1000 and (tmp_path / 'memory.png').exists()
+
+
+def test_unknown_op_names_close_matches(capsys):
+    with pytest.raises(SystemExit):
+        benchmark_ops.parse_args(['--ops', 'ExternalAtention'])
+    assert 'unknown op(s): ExternalAtention (close: ExternalAttention' in capsys.readouterr().err

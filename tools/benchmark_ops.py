@@ -1,0 +1,256 @@
+"""Speed, memory and FLOPs of every registered op, against the catalogue peer in the same run.
+
+For each op and token count N the op is built from config at ``--dim`` channels, fed an input in
+its native layout (maps use the squarest H x W with H*W ~ N), and measured:
+
+* time: median of ``--repeats`` timed runs after warm-up (forward, or forward+backward with
+  ``--backward``), in ms;
+* activation memory: bytes autograd saves for the backward pass (exact and device-agnostic);
+  on CUDA also the peak allocated memory of the step;
+* FLOPs: ``torch.utils.flop_counter`` (matmuls, convolutions, SDPA);
+* the same for the External-Attention-pytorch catalogue (``fightingcv-attention``) where it has
+  the op, so ratios compare like with like measured in one process.
+
+Writes ``results.csv``, ``results.md`` and ``time.png`` / ``memory.png`` under ``--out``.
+
+Examples::
+
+    python tools/benchmark_ops.py                                   # all ops, N = 256..4096
+    python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
+    python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attn_ops import ATTENTION
+from attn_ops.layouts import MAP, example_input
+
+
+# ----------------------------------------------------------------------------- peers
+def _catalogue_peer(name: str, dim: int):
+    """(module, input adapter) from fightingcv-attention for ``name``, or None."""
+    try:
+        if name == 'ExternalAttention':
+            from fightingcv_attention.attention.ExternalAttention import ExternalAttention
+            return ExternalAttention(d_model=dim, S=64), lambda x: (x,)
+        if name == 'OutlookAttention':
+            from fightingcv_attention.attention.OutlookAttention import OutlookAttention
+            return OutlookAttention(dim=dim, attn_drop=0.0), lambda x: (x.permute(0, 2, 3, 1),)
+        if name in ('MultiHeadAttention', 'SelfAttention'):
+            from fightingcv_attention.attention.SelfAttention import ScaledDotProductAttention
+            h = 8 if name == 'MultiHeadAttention' else 1
+            return ScaledDotProductAttention(dim, dim // h, dim // h, h, dropout=0.0), lambda x: (x, x, x)
+        if name == 'CrissCrossAttention':
+            from fightingcv_attention.attention.CrissCrossAttention import CrissCrossAttention
+            return CrissCrossAttention(dim), lambda x: (x,)
+    except ImportError:
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------------- measures
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _step(module: nn.Module, args, backward: bool):
+    out = module(*args)
+    if backward:
+        out.float().sum().backward()
+    return out
+
+
+def time_ms(module, args, backward, repeats, warmup, device) -> float:
+    for _ in range(warmup):
+        _step(module, args, backward)
+    samples = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        _step(module, args, backward)
+        _sync(device)
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def saved_bytes(module, args) -> int:
+    """Bytes of tensors autograd keeps for backward (each storage counted once)."""
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(*args)
+    return total
+
+
+def peak_cuda_bytes(module, args, backward, device) -> int | None:
+    if device.type != 'cuda':
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    _step(module, args, backward)
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def flops(module, args) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(*args)
+    return counter.get_total_flops()
+
+
+def measure(module, args, opts, device) -> dict:
+    module.train(opts.backward)
+    args = tuple(a.detach().requires_grad_(opts.backward) for a in args)
+    row = dict(time_ms=time_ms(module, args, opts.backward, opts.repeats, opts.warmup, device),
+               act_mib=saved_bytes(module, args) / 2 ** 20,
+               gflops=flops(module, args) / 1e9)
+    peak = peak_cuda_bytes(module, args, opts.backward, device)
+    if peak is not None:
+        row['peak_mib'] = peak / 2 ** 20
+    return row
+
+
+# ----------------------------------------------------------------------------- driver
+def build(name: str, dim: int) -> nn.Module:
+    cls = ATTENTION.get(name)
+    return ATTENTION.build({'type': name, cls.dim_arg: dim})
+
+
+def run(opts) -> list[dict]:
+    device = torch.device(opts.device)
+    torch.manual_seed(0)
+    names = opts.ops or sorted(ATTENTION.module_dict)
+    rows = []
+    for name in names:
+        for n in opts.tokens:
+            op = build(name, opts.dim).to(device)
+            x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
+            shape = tuple(x.shape)
+            try:
+                ours = measure(op, (x,), opts, device)
+            except RuntimeError as err:  # out of memory at large N: report, keep going
+                print(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
+                continue
+            row = dict(op=name, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
+                       input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
+            peer = None if opts.no_peer else _catalogue_peer(name, opts.dim)
+            if peer is not None:
+                module, adapt = peer
+                theirs = measure(module.to(device), adapt(x), opts, device)
+                row.update({f'peer_{k}': v for k, v in theirs.items()})
+                row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
+                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+            rows.append(row)
+            print(_line(row), flush=True)
+    return rows
+
+
+def _line(r: dict) -> str:
+    s = (f"{r['op']:<28} {r['layout']:<6} N={r['N']:<6} params={r['params']:<8} "
+         f"time={r['time_ms']:.3f}ms act={r['act_mib']:.2f}MiB {r['gflops']:.3f}GFLOP")
+    if 'time_ratio' in r:
+        s += f"  vs catalogue: time x{r['time_ratio']:.2f}, memory x{r['mem_ratio']:.2f}"
+    return s
+
+
+COLUMNS = ['op', 'layout', 'N', 'input', 'params', 'time_ms', 'act_mib', 'gflops', 'peak_mib',
+           'peer_time_ms', 'peer_act_mib', 'time_ratio', 'mem_ratio']
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f'{v:.3g}' if abs(v) < 100 else f'{v:.0f}'
+    return '' if v is None else str(v)
+
+
+def write(rows: list[dict], out: Path, opts) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    cols = [c for c in COLUMNS if any(c in r for r in rows)]
+    with open(out / 'results.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=cols, extrasaction='ignore')
+        writer.writeheader()
+        writer.writerows(rows)
+    head = (f"device={opts.device} dim={opts.dim} batch={opts.batch} "
+            f"{'forward+backward' if opts.backward else 'forward'}, median of {opts.repeats}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n")
+    table = '| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols) + '\n'
+    table += ''.join('| ' + ' | '.join(_fmt(r.get(c)) for c in cols) + ' |\n' for r in rows)
+    (out / 'results.md').write_text(head + table)
+    if len({r['N'] for r in rows}) > 1:
+        _plot(rows, out)
+    print(f'wrote {out / "results.csv"}, {out / "results.md"}'
+          + (f', {out / "time.png"}, {out / "memory.png"}' if (out / 'time.png').exists() else ''))
+
+
+def _plot(rows, out: Path) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    for key, label, fname in (('time_ms', 'median time (ms)', 'time.png'),
+                              ('act_mib', 'activation memory for backward (MiB)', 'memory.png')):
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        for name in dict.fromkeys(r['op'] for r in rows):
+            pts = [r for r in rows if r['op'] == name]
+            line, = ax.plot([r['N'] for r in pts], [r[key] for r in pts], marker='o', label=name)
+            if any(f'peer_{key}' in r for r in pts):
+                ax.plot([r['N'] for r in pts if f'peer_{key}' in r], [r[f'peer_{key}'] for r in pts if f'peer_{key}' in r],
+                        ls='--', marker='x', color=line.get_color(), label=f'{name} (catalogue)')
+        ax.set(xscale='log', yscale='log', xlabel='tokens N', ylabel=label)
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / fname)
+        plt.close(fig)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--ops', nargs='+', help='registered op names (default: all)')
+    p.add_argument('--tokens', nargs='+', type=int, default=[256, 1024, 4096])
+    p.add_argument('--dim', type=int, default=64)
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--repeats', type=int, default=7)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--backward', action='store_true', help='time forward + backward')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
+    p.add_argument('--quick', action='store_true', help='one small size, 3 repeats (op table)')
+    p.add_argument('--out', default='work_dirs/benchmark_ops')
+    opts = p.parse_args(argv)
+    if opts.quick:
+        opts.tokens, opts.repeats, opts.warmup = [256], 3, 1
+    unknown = [n for n in opts.ops or [] if ATTENTION.get(n) is None]
+    if unknown:
+        from attn_ops.registry import close_names
+        p.error('unknown op(s): ' + ', '.join(f'{n} (close: {", ".join(close_names(n, ATTENTION)) or "none"})'
+                                             for n in unknown))
+    return opts
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    rows = run(opts)
+    write(rows, Path(opts.out), opts)
+    return rows
+
+
+if __name__ == '__main__':
+    main()
