@@ -8,7 +8,7 @@ arrays and scalars inside it), so ``resume`` and ``load_from`` fail with
 
 :func:`install` keeps ``weights_only=True`` and
 
-1. allowlists exactly the globals mmengine puts in its own checkpoints (:data:`SAFE_GLOBALS`)
+1. allowlists exactly the globals mmengine puts in its own checkpoints (:func:`safe_globals`)
    through ``torch.serialization.add_safe_globals``;
 2. replaces mmengine's loader of local files so that a file needing any other global is refused
    with :class:`CheckpointRefusedError`, naming the file and the refused globals.
@@ -45,11 +45,30 @@ def _numpy_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
     return out
 
 
+def history_buffer_getattr(obj, name: str):
+    """Stands for ``builtins.getattr`` inside checkpoints, restricted to ``HistoryBuffer`` methods.
+
+    ``HistoryBuffer.__getstate__`` pickles its statistics methods (``min``, ``max``, ``current``,
+    ``mean``, and any registered one) as ``getattr(HistoryBuffer, 'min')``. The real ``getattr``
+    would reach anything (``getattr(np.ndarray, 'tofile')``...), so only those lookups pass.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_'):
+        method = getattr(HistoryBuffer, name, None)
+        if method is not None and (name in HistoryBuffer._statistics_methods
+                                   or name in ('min', 'max', 'current', 'mean')):
+            return method
+    raise pickle.UnpicklingError(
+        f'Unsupported global: GLOBAL builtins.getattr applied to {obj!r}.{name} '
+        '(only HistoryBuffer statistics methods are allowed)')
+
+
 def safe_globals() -> list:
     """The allowlist: what mmengine writes into checkpoints besides tensors and builtins."""
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    return [HistoryBuffer] + _numpy_globals()
+    return [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr')] + _numpy_globals()
 
 
 class CheckpointRefusedError(pickle.UnpicklingError):
@@ -61,10 +80,12 @@ def _refused_globals(filename: str, err: Exception) -> List[str]:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
     except Exception:  # legacy (non-zip) files: read the names from torch's message
         names = []
+    allowed = {g[1] if isinstance(g, tuple) else f'{g.__module__}.{g.__qualname__}'
+               for g in safe_globals()}
+    names = [n for n in names if n not in allowed]
     if not names:
         names = sorted(set(re.findall(r'GLOBAL ([\w.]+)', str(err))))
-    allowed = {f'{g.__module__}.{g.__qualname__}' for g in safe_globals() if not isinstance(g, tuple)}
-    return [n for n in names if n not in allowed] or names
+    return [n if '.' in n else f'builtins.{n}' for n in names]
 
 
 def load_checkpoint_file(filename: str, map_location=None):
