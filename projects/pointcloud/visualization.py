@@ -529,3 +529,124 @@ def visualize_sample(points: np.ndarray, out_dir: str, name: str = 'sample',
             tag = key.split(' (')[0].replace(' ', '_')
             plys[tag] = write_ply(osp.join(out_dir, f'{name}_{tag}.ply'), points, cols, labels)
     return dict(image=out_png, ply=plys, accuracy=acc, renderer=renderer.name)
+
+
+# --------------------------------------------------------------------------- files
+CLOUD_SUFFIXES = ('.ply', '.pcd', '.xyz', '.txt', '.pts', '.npy', '.npz', '.h5', '.hdf5')
+
+
+def _pick(rows: np.ndarray, index: int | None, path: str) -> np.ndarray:
+    """A batch of clouds (B, N, C) -> the one at ``index``; a single cloud passes through."""
+    if rows.ndim == 3:
+        if index is None:
+            raise ValueError(f'{path} holds {rows.shape[0]} clouds {rows.shape}; choose one with --index')
+        if not 0 <= index < rows.shape[0]:
+            raise IndexError(f'--index {index} out of range: {path} holds {rows.shape[0]} clouds')
+        return rows[index]
+    return rows
+
+
+def read_cloud(path: str, index: int | None = None, label_column: int | None = None) -> dict:
+    """Read a point cloud file into ``dict(points (N, 3), colors (N, 3) uint8 or None, labels or None)``.
+
+    * ``.ply`` / ``.pcd``: through open3d (points and colours);
+    * ``.xyz`` / ``.txt`` / ``.pts``: whitespace- or comma-separated columns, x y z first
+      (ModelNet40 ``*_normal_resampled`` and ShapeNetPart files); ``label_column`` picks a label
+      column (ShapeNetPart: ``-1``, the part id);
+    * ``.npy``: (N, >=3) or (B, N, >=3) with ``index``; ``.npz``: ``points``/``pos``/``data`` and
+      optional ``labels``/``seg``/``pid``/``label``;
+    * ``.h5`` / ``.hdf5``: the ModelNet40 / ShapeNetPart HDF5 layout, ``data`` (B, N, 3) plus
+      ``pid`` (B, N) part labels or ``label`` (B, 1) class labels; ``index`` selects the sample.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'point cloud file not found: {path}')
+    suffix = osp.splitext(path)[1].lower()
+    colors = labels = None
+    if suffix in ('.ply', '.pcd'):
+        from attn_ops.compat.open3d import import_open3d
+        cloud = import_open3d().io.read_point_cloud(path)
+        points = np.asarray(cloud.points)
+        if len(points) == 0:
+            raise ValueError(f'{path}: no points could be read (not a point-cloud {suffix} file?)')
+        if cloud.has_colors():
+            colors = np.round(np.asarray(cloud.colors) * 255).astype(np.uint8)
+    elif suffix in ('.xyz', '.txt', '.pts'):
+        with open(path) as f:
+            text = f.read().replace(',', ' ')
+        try:
+            arr = np.loadtxt(text.splitlines(), ndmin=2)
+        except ValueError as err:
+            raise ValueError(f'{path}: not a table of numbers ({err})') from None
+        if arr.shape[1] < 3:
+            raise ValueError(f'{path}: needs at least 3 columns (x y z), got {arr.shape[1]}')
+        points = arr[:, :3]
+        if label_column is not None:
+            labels = arr[:, label_column].astype(np.int64)
+    elif suffix in ('.npy', '.npz'):
+        if suffix == '.npy':
+            arr, extra = np.load(path), {}
+        else:
+            with np.load(path) as z:
+                extra = {k: z[k] for k in z.files}
+            key = next((k for k in ('points', 'pos', 'data', 'xyz') if k in extra), None)
+            if key is None:
+                raise KeyError(f'{path}: no points/pos/data/xyz array (arrays: {sorted(extra)})')
+            arr = extra[key]
+        arr = _pick(np.asarray(arr), index, path)
+        if arr.ndim != 2 or arr.shape[1] < 3:
+            raise ValueError(f'{path}: expected (N, >=3) or (B, N, >=3) points, got {arr.shape}')
+        points = arr[:, :3]
+        for key in ('labels', 'seg', 'pid', 'label'):
+            if key in extra:
+                lab = np.asarray(extra[key])
+                labels = lab[index] if index is not None and lab.ndim >= 1 and lab.shape[0] != len(points) else lab
+                break
+    elif suffix in ('.h5', '.hdf5'):
+        import h5py
+        with h5py.File(path, 'r') as f:
+            if 'data' not in f:
+                raise KeyError(f'{path}: no "data" dataset (keys: {sorted(f.keys())})')
+            n = f['data'].shape[0]
+            if index is None:
+                raise ValueError(f'{path} holds {n} clouds; choose one with --index')
+            if not 0 <= index < n:
+                raise IndexError(f'--index {index} out of range: {path} holds {n} clouds')
+            points = np.asarray(f['data'][index])[:, :3]
+            for key in ('pid', 'seg', 'label'):
+                if key in f:
+                    labels = np.asarray(f[key][index]).reshape(-1)
+                    break
+    else:
+        raise ValueError(f'{path}: unknown point-cloud suffix {suffix!r}; expected one of {CLOUD_SUFFIXES}')
+    return dict(points=np.asarray(points, np.float64), colors=colors,
+                labels=None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1))
+
+
+def read_labels(path: str) -> np.ndarray:
+    """Labels from ``.npy`` or a text file (one integer per line, or whitespace separated)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'label file not found: {path}')
+    try:
+        arr = np.load(path) if path.endswith('.npy') else np.loadtxt(path, ndmin=1)
+    except ValueError as err:
+        raise ValueError(f'{path}: not a list of integer labels ({err})') from None
+    arr = np.asarray(arr).reshape(-1)
+    if arr.size and not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ValueError(f'{path}: labels must be integers, got values like {arr[np.mod(arr, 1) != 0][:3]}')
+    return arr.astype(np.int64)
+
+
+def label_names(metainfo: dict, per_point: bool) -> list[str] | None:
+    """Names of the labels a sample carries: ``part_names`` for part labels when the dataset has
+    them, else ``<category>/<k>`` built from ``category_parts``; ``classes`` otherwise."""
+    classes = metainfo.get('classes')
+    if per_point and metainfo.get('part_names') is not None:
+        return list(metainfo['part_names'])
+    if per_point and metainfo.get('category_parts') is not None and classes is not None:
+        parts = metainfo['category_parts']
+        names = [''] * (max(max(p) for p in parts if p) + 1)
+        for cat, ids in zip(classes, parts):
+            for k, pid in enumerate(ids):
+                names[pid] = f'{cat}/{k}'
+        return names
+    return None if classes is None else list(classes)

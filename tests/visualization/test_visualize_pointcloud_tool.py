@@ -1,0 +1,120 @@
+import importlib.util
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from projects.pointcloud.visualization import label_names, read_cloud, read_labels
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DEMO_CFG = osp.join(ROOT, 'configs', 'pct', 'pct-tiny_1xb16-15e_synthetic-primitives-256.py')
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('visualize_pointcloud',
+                                                  osp.join(ROOT, 'tools', 'visualize_pointcloud.py'))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules['visualize_pointcloud'] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readers(tmp_path):
+    import h5py
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(3, 50, 3)).astype(np.float32)
+    with h5py.File(tmp_path / 'part.h5', 'w') as f:
+        f['data'] = data
+        f['label'] = np.array([[0], [1], [2]])
+        f['pid'] = np.arange(150).reshape(3, 50) % 4
+    cloud = read_cloud(str(tmp_path / 'part.h5'), index=2)
+    np.testing.assert_array_equal(cloud['points'], data[2])
+    np.testing.assert_array_equal(cloud['labels'], np.arange(100, 150) % 4)  # pid wins over label
+    with pytest.raises(ValueError, match='holds 3 clouds; choose one with --index'):
+        read_cloud(str(tmp_path / 'part.h5'))
+    with pytest.raises(IndexError, match='--index 3 out of range'):
+        read_cloud(str(tmp_path / 'part.h5'), index=3)
+
+    # ShapeNetPart text layout: x y z nx ny nz part
+    table = np.c_[data[0], data[0], np.arange(50) % 3]
+    np.savetxt(tmp_path / 'shape.txt', table)
+    cloud = read_cloud(str(tmp_path / 'shape.txt'), label_column=-1)
+    np.testing.assert_allclose(cloud['points'], data[0], rtol=1e-6)
+    np.testing.assert_array_equal(cloud['labels'], np.arange(50) % 3)
+    np.savetxt(tmp_path / 'comma.xyz', data[1], delimiter=',')  # ModelNet40 normal_resampled uses commas
+    np.testing.assert_allclose(read_cloud(str(tmp_path / 'comma.xyz'))['points'], data[1], rtol=1e-6)
+
+    np.save(tmp_path / 'batch.npy', data)
+    np.testing.assert_array_equal(read_cloud(str(tmp_path / 'batch.npy'), index=1)['points'], data[1])
+
+    with pytest.raises(FileNotFoundError, match='point cloud file not found: .*nope.ply'):
+        read_cloud(str(tmp_path / 'nope.ply'))
+    (tmp_path / 'bad.txt').write_text('1 2 3\n4 five 6\n')
+    with pytest.raises(ValueError, match='bad.txt: not a table of numbers'):
+        read_cloud(str(tmp_path / 'bad.txt'))
+    (tmp_path / 'labels.txt').write_text('0\n1.5\n')
+    with pytest.raises(ValueError, match='labels.txt: labels must be integers'):
+        read_labels(str(tmp_path / 'labels.txt'))
+    with pytest.raises(ValueError, match="unknown point-cloud suffix '.obj'"):
+        (tmp_path / 'x.obj').write_text('v 0 0 0\n')
+        read_cloud(str(tmp_path / 'x.obj'))
+
+
+def test_label_names():
+    meta = dict(classes=['mug', 'lamp'], category_parts=[[0, 1], [2, 3, 4]])
+    assert label_names(meta, per_point=True) == ['mug/0', 'mug/1', 'lamp/0', 'lamp/1', 'lamp/2']
+    assert label_names(meta, per_point=False) == ['mug', 'lamp']
+    assert label_names(dict(meta, part_names=list('abcde')), per_point=True) == list('abcde')
+
+
+@pytest.mark.e2e
+def test_tool_on_files(tmp_path, capsys):
+    tool = _tool()
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(120, 3))
+    gt = (pts[:, 0] > 0).astype(int)
+    pred = gt.copy()
+    pred[:30] = 1 - pred[:30]
+    np.savetxt(tmp_path / 'cloud.txt', np.c_[pts, gt])
+    np.save(tmp_path / 'pred.npy', pred)
+    res = tool.main([str(tmp_path / 'cloud.txt'), '--label-column', '3', '--pred', str(tmp_path / 'pred.npy'),
+                     '--classes', 'left', 'right', '--renderer', 'matplotlib', '--size', '120', '100',
+                     '--out', str(tmp_path / 'out')])
+    out = capsys.readouterr().out
+    assert 'point-cloud renderer: matplotlib' in out and '(accuracy 75.0%)' in out
+    assert res[0]['accuracy'] == pytest.approx(0.75)
+    assert Image.open(res[0]['image']).size[0] == 3 * 120
+    assert sorted(res[0]['ply']) == ['errors', 'ground_truth', 'prediction']
+    with pytest.raises(ValueError, match='prediction has 5 labels for 120 points'):
+        np.save(tmp_path / 'short.npy', pred[:5])
+        tool.main([str(tmp_path / 'cloud.txt'), '--pred', str(tmp_path / 'short.npy'), '--label-column', '3',
+                   '--renderer', 'matplotlib', '--out', str(tmp_path / 'out')])
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not osp.isfile(DEMO_CFG), reason='point-cloud demo config not present')
+def test_tool_on_config_with_checkpoint(tmp_path, capsys):
+    """Dataset samples of the demo config, predicted by a (freshly initialised) checkpoint, batch outputs."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(DEMO_CFG)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'init.pth'
+    torch.save(dict(state_dict=MODELS.build(cfg.model).state_dict(), meta={}), ckpt)
+    tool = _tool()
+    res = tool.main(['--config', DEMO_CFG, '--checkpoint', str(ckpt), '--index', '0', '7', '--up', 'z',
+                     '--size', '100', '100', '--no-ply', '--out', str(tmp_path / 'out'),
+                     '--cfg-options', 'val_dataloader.dataset.num_samples=12'])
+    assert [osp.basename(r['image']) for r in res] == ['val_00000.png', 'val_00007.png']
+    assert all(r['accuracy'] in (0.0, 1.0) and r['ply'] == {} for r in res)  # one class per cloud
+    assert osp.isfile(tmp_path / 'out' / 'contact_sheet.png')
+    page = (tmp_path / 'out' / 'index.html').read_text()
+    assert 'src="val_00000.png"' in page and 'src="val_00007.png"' in page
+    assert 'index page:' in capsys.readouterr().out
+    with pytest.raises(IndexError, match=r'--index \[12\] out of range: the val split has 12 samples'):
+        tool.main(['--config', DEMO_CFG, '--index', '12', '--out', str(tmp_path / 'out'),
+                   '--cfg-options', 'val_dataloader.dataset.num_samples=12'])
