@@ -11,3 +11,6 @@ _checkpoint.install()
 from . import point_ops  # noqa: E402,F401
 from .registry import DATASETS, METRICS, MODELS, TRANSFORMS  # noqa: E402,F401
 from . import models  # noqa: E402,F401
+from . import transforms  # noqa: E402,F401
+from . import metrics  # noqa: E402,F401
+from . import datasets  # noqa: E402,F401
