@@ -10,7 +10,7 @@ Samples of a config's dataset, optionally predicted by a checkpoint (one picture
 plus ``index.html`` and ``contact_sheet.png`` when there are several)::
 
     python tools/visualize_pointcloud.py --config CFG [--checkpoint CKPT] --split val --index 0 5 9 --out DIR
-    python tools/visualize_pointcloud.py --config CFG --checkpoint CKPT --num 16 --out DIR
+    python tools/visualize_pointcloud.py --config CFG --checkpoint CKPT --batch --num 16 --out DIR
 
 A file with ``--config`` and ``--checkpoint`` is predicted too (it goes through the config's test
 pipeline). Pictures are rendered offscreen with open3d, or with matplotlib when open3d cannot create
@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument('file', nargs='?', help=f'point-cloud file ({", ".join(vis.CLOUD_SUFFIXES)})')
     p.add_argument('--index', type=int, nargs='+', help='sample(s) of an HDF5/NPY batch or of the dataset')
     p.add_argument('--num', type=int, help='with --config: the first N samples of the split')
+    p.add_argument('--batch', action='store_true',
+                   help='batch mode: also write index.html and contact_sheet.png (implied by several samples)')
     p.add_argument('--labels', help='ground-truth labels (.npy or text, one per point or one per cloud)')
     p.add_argument('--pred', help='predicted labels (.npy or text)')
     p.add_argument('--label-column', type=int, help='text files: column holding the labels (e.g. -1)')
@@ -203,7 +205,7 @@ def main(argv=None) -> list[dict]:
         if args.show:
             show_interactive(pts, [vis.colorize(x, vis.class_palette(max(len(names or []), int(max(x.max(), 0)) + 1)))
                                    for x in (gt, pred) if x is not None] or [vis.height_colors(pts, args.up)])
-    if len(results) > 1:
+    if len(results) > 1 or args.batch:
         caps = [f'{j[0]}' + ('' if r['accuracy'] is None else f' acc {100 * r["accuracy"]:.1f}%')
                 for j, r in zip(jobs, results)]
         sheet = vis.contact_sheet([r['image'] for r in results], osp.join(args.out, 'contact_sheet.png'), captions=caps)

@@ -33,6 +33,7 @@ IGNORE_COLOR = (60, 60, 60)
 RIGHT_COLOR = (190, 190, 190)
 WRONG_COLOR = (230, 30, 30)
 BACKGROUND = (255, 255, 255)
+_TAB20_ORDER = [0, 2, 4, 8, 10, 12, 16, 18, 1, 3, 5, 9, 11, 13, 17, 19, 6, 7, 14, 15]
 _UP_AXES = {'x': (1., 0., 0.), 'y': (0., 1., 0.), 'z': (0., 0., 1.)}
 
 
@@ -41,8 +42,9 @@ def class_palette(num_classes: int, palette: Sequence | None = None) -> np.ndarr
     """(K, 3) uint8 colours, one per class.
 
     A dataset palette (``METAINFO['palette']``) is used as given when it has at least
-    ``num_classes`` entries; otherwise colours come from matplotlib's ``tab20`` (K <= 20) or
-    from evenly spaced hues with alternating brightness (K > 20), the same every time.
+    ``num_classes`` entries; otherwise colours come from matplotlib's ``tab20`` (K <= 20; red and
+    grey last, they mark errors) or from evenly spaced hues with alternating brightness (K > 20),
+    the same every time.
     """
     if num_classes < 1:
         raise ValueError(f'num_classes must be >= 1, got {num_classes}')
@@ -56,8 +58,8 @@ def class_palette(num_classes: int, palette: Sequence | None = None) -> np.ndarr
     from matplotlib import colormaps
     from matplotlib.colors import hsv_to_rgb
     if num_classes <= 20:
-        cols = np.asarray(colormaps['tab20'].colors)[[*range(0, 20, 2), *range(1, 20, 2)]]
-        rgb = cols[:num_classes]
+        # tab20, saturated colours first; reds and greys last (they mean "wrong" and "right")
+        rgb = np.asarray(colormaps['tab20'].colors)[_TAB20_ORDER[:num_classes]]
     else:
         hue = (np.arange(num_classes) * 0.618033988749895) % 1.0
         sat = np.where(np.arange(num_classes) % 3 == 2, 0.55, 0.85)
@@ -350,10 +352,10 @@ def compose_sheet(images: Sequence[np.ndarray], titles: Sequence[str], out_file:
     return out_file
 
 
-def contact_sheet(image_files: Sequence[str], out_file: str, cols: int = 4, thumb_width: int = 360,
+def contact_sheet(image_files: Sequence[str], out_file: str, cols: int = 2, thumb_width: int = 600,
                   captions: Sequence[str] | None = None) -> str:
     """Tile the given PNGs (scaled to ``thumb_width``) into one PNG grid with captions."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
     if not image_files:
         raise ValueError('contact_sheet needs at least one image')
     thumbs = []
@@ -363,14 +365,15 @@ def contact_sheet(image_files: Sequence[str], out_file: str, cols: int = 4, thum
         thumbs.append(im.resize((thumb_width, max(1, round(im.height * scale))), Image.LANCZOS))
     cols = max(1, min(cols, len(thumbs)))
     rows = math.ceil(len(thumbs) / cols)
-    cell_h = max(t.height for t in thumbs) + 16
+    font = ImageFont.load_default(size=14)
+    cell_h = max(t.height for t in thumbs) + 20
     sheet = Image.new('RGB', (cols * thumb_width, rows * cell_h), 'white')
     draw = ImageDraw.Draw(sheet)
     for i, t in enumerate(thumbs):
         x, y = (i % cols) * thumb_width, (i // cols) * cell_h
-        sheet.paste(t, (x, y + 16))
+        sheet.paste(t, (x, y + 20))
         caption = captions[i] if captions else osp.basename(image_files[i])
-        draw.text((x + 4, y + 2), caption, fill=(0, 0, 0))
+        draw.text((x + 4, y + 2), caption, fill=(0, 0, 0), font=font)
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     sheet.save(out_file)
     return out_file

@@ -123,3 +123,20 @@ def test_visualize_sample_writes_views(tmp_path, two_blobs):
     out = visualize_sample(pts, str(tmp_path), 'cls', gt=np.array([1]), pred=np.array([0]),
                            class_names=['sphere', 'cube'], renderer=MatplotlibRenderer(), ply=False)
     assert out['accuracy'] == 0.0 and osp.isfile(out['image'])
+
+
+def test_build_renderer_falls_back_to_matplotlib_and_says_so(monkeypatch, capsys):
+    from projects.pointcloud import visualization as vis
+
+    class NoContext:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError('open3d could not create an offscreen window (no display and no EGL)')
+
+    monkeypatch.setattr(vis, 'Open3DRenderer', NoContext)
+    renderer = vis.build_renderer('auto')
+    assert renderer.name == 'matplotlib'
+    assert 'point-cloud renderer: matplotlib (open3d unavailable: open3d could not create' in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match='could not create an offscreen window'):
+        vis.build_renderer('open3d')
+    with pytest.raises(ValueError, match="renderer must be 'auto', 'open3d' or 'matplotlib', got 'vtk'"):
+        vis.build_renderer('vtk')

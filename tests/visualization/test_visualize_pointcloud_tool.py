@@ -1,3 +1,4 @@
+import glob
 import importlib.util
 import os.path as osp
 import sys
@@ -9,7 +10,8 @@ from PIL import Image
 from projects.pointcloud.visualization import label_names, read_cloud, read_labels
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEMO_CFG = osp.join(ROOT, 'configs', 'pct', 'pct-tiny_1xb16-15e_synthetic-primitives-256.py')
+# the point-cloud CPU demo config (classification of synthetic primitives)
+DEMO_CFG = (sorted(glob.glob(osp.join(ROOT, 'configs', 'pct', 'pct-tiny_*synthetic-primitives*.py'))) or [''])[0]
 
 
 def _tool():
