@@ -92,3 +92,28 @@ def test_crafted_checkpoint_is_refused_by_the_tools(tmp_path, data_root):
     assert 'CheckpointRefusedError' in proc.stderr and str(evil) in proc.stderr
     assert 'builtins.exec' in proc.stderr
     assert not marker.exists()
+
+
+MMSEG_TRAIN = '''
+import sys
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS  # noqa: F401  (as mmseg's tools/train.py)
+cfg = Config.fromfile(sys.argv[1])  # custom_imports=['projects.segmentation'] happens here
+cfg.work_dir = sys.argv[2]
+cfg.merge_from_dict({k: eval(v) if v[:1] in '(0123456789' else v
+                     for k, v in (a.split('=', 1) for a in sys.argv[3:])})
+runner = Runner.from_cfg(cfg)
+runner.train()
+'''
+
+
+@pytest.mark.e2e
+def test_mmseg_entry_point_trains_a_project_config(tmp_path, data_root):
+    """mmseg's own training path (Config.fromfile + Runner.from_cfg, default_scope mmseg)."""
+    work = str(tmp_path / 'w')
+    opts = _options(data_root, 1)[1:]
+    _run(['-c', MMSEG_TRAIN, CONFIG, work, *opts, 'default_hooks.checkpoint.interval=1'], cwd=tmp_path)
+    ckpt = torch.load(osp.join(work, 'iter_1.pth'), weights_only=False)
+    assert ckpt['meta']['iter'] == 1
+    assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
