@@ -52,6 +52,11 @@ class RunLog:
             return list(seen)
         return numeric(self.train), numeric(self.val)
 
+    def epoch_end_iter(self, epoch: int) -> int:
+        """The last logged iteration of ``epoch`` (the end of the epoch up to the logging interval)."""
+        steps = [line.get('step', line.get('iter', 0)) for line in self.train if line.get('epoch', 0) <= epoch]
+        return max(steps) if steps else epoch
+
     def series(self, key: str) -> tuple[str, list[float], list[float]]:
         """(``'train'`` or ``'val'``, x, y) of ``key``; x is the line's ``step``."""
         for kind, lines in (('train', self.train), ('val', self.val)):
@@ -132,18 +137,20 @@ def plot_logs(runs: list[RunLog], keys: list[str], out_file: str, legend: list[s
     FigureCanvasAgg(fig)
     for i, key in enumerate(keys):
         ax = fig.add_subplot(rows, cols, i + 1)
-        xlabel = 'iteration'
-        for run, name in zip(runs, names):
-            kind, xs, ys = run.series(key)
-            if not xs:
-                continue
-            if kind == 'val' and run.by_epoch:
-                xlabel = 'epoch'
-            ax.plot(xs, ys, marker='o' if len(xs) < 30 else None, markersize=3, label=name)
+        curves = [(j, run, name, *run.series(key)) for j, (run, name) in enumerate(zip(runs, names))]
+        curves = [c for c in curves if c[4]]
+        # validation steps are epochs in epoch-based runs: keep epochs when every run plotted here
+        # counts epochs, else put those runs on the iteration axis
+        epochs = [c[3] == 'val' and c[1].by_epoch for c in curves]
+        xlabel = 'epoch' if curves and all(epochs) else 'iteration'
+        for (j, run, name, kind, xs, ys), is_epoch in zip(curves, epochs):
+            if is_epoch and xlabel == 'iteration':
+                xs = [run.epoch_end_iter(e) for e in xs]
+            ax.plot(xs, ys, marker='o' if len(xs) < 30 else None, markersize=3, label=name, color=f'C{j}')
         ax.set_title(key)
         ax.set_xlabel(xlabel)
         if key == 'lr' or key.startswith('loss'):
-            ys_all = [y for r in runs for y in r.series(key)[2]]
+            ys_all = [y for c in curves for y in c[5]]
             if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 100:
                 ax.set_yscale('log')
         ax.grid(alpha=0.3)

@@ -70,3 +70,19 @@ def test_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main([good, '--legend', 'a', 'b'])
     assert '--legend has 2 names for 1 logs' in capsys.readouterr().err
+
+
+def test_epoch_based_validation_steps(tmp_path):
+    """Epoch-based runs log validation at step = epoch; mixed with an iteration-based run they are
+    placed at the last logged iteration of that epoch."""
+    tool = _tool()
+    lines = [dict(lr=0.1, loss=1.0, epoch=1, iter=5, step=5), dict(lr=0.1, loss=0.9, epoch=1, iter=10, step=10),
+             dict(OA=0.5, step=1),
+             dict(lr=0.1, loss=0.8, epoch=2, iter=15, step=15), dict(lr=0.1, loss=0.7, epoch=2, iter=20, step=20),
+             dict(OA=0.75, step=2)]
+    path = tmp_path / 'epochs.json'
+    path.write_text('\n'.join(json.dumps(x) for x in lines))
+    run = tool.load_log(str(path))
+    assert run.by_epoch and run.series('OA') == ('val', [1, 2], [0.5, 0.75])
+    assert [run.epoch_end_iter(e) for e in (1, 2)] == [10, 20]
+    assert tool.default_keys([run]) == ['loss', 'lr', 'OA']
