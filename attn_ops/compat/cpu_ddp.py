@@ -46,6 +46,8 @@ def init_cpu_process_group(launcher: str, dist_cfg: dict | None = None) -> None:
     dist_cfg.pop('port', None)
     dist.init_process_group(backend=backend, rank=int(os.environ['RANK']),
                             world_size=int(os.environ['WORLD_SIZE']), **dist_cfg)
+    print(f'CPU distributed training: backend {dist.get_backend()}, rank {dist.get_rank()} of '
+          f'{dist.get_world_size()}', flush=True)
 
 
 @MODEL_WRAPPERS.register_module()

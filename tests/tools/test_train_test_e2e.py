@@ -117,3 +117,18 @@ def test_mmseg_entry_point_trains_a_project_config(tmp_path, data_root):
     ckpt = torch.load(osp.join(work, 'iter_1.pth'), weights_only=False)
     assert ckpt['meta']['iter'] == 1
     assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes(tmp_path, data_root):
+    """torchrun --nproc_per_node=2 tools/train.py --launcher pytorch: gloo, 2 ranks, one run."""
+    work = str(tmp_path / 'ddp')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517',
+         osp.join(ROOT, 'tools/train.py'), CONFIG, '--launcher', 'pytorch', '--work-dir', work,
+         *_options(data_root, 2)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'backend gloo, rank 0 of 2' in log and 'backend gloo, rank 1 of 2' in log
+    assert torch.load(osp.join(work, 'iter_2.pth'), weights_only=False)['meta']['iter'] == 2
