@@ -1,9 +1,9 @@
 # CPU demo: a slim PCT (neighbour embedding 128/64 centres, 4 offset-attention layers of 64
 # channels) classifying seeded procedural primitives (sphere, cube, cylinder, cone, torus, pyramid),
 # generated in memory: no files needed.
-#   python tools/train.py configs/pct/pct-tiny_1xb16-15e_synthetic-primitives-256.py
-#   python tools/test.py configs/pct/pct-tiny_1xb16-15e_synthetic-primitives-256.py \
-#       work_dirs/pct-tiny_1xb16-15e_synthetic-primitives-256/epoch_15.pth
+#   python tools/train.py configs/pct/pct-tiny_1xb16-10e_synthetic-primitives-256.py
+#   python tools/test.py configs/pct/pct-tiny_1xb16-10e_synthetic-primitives-256.py \
+#       work_dirs/pct-tiny_1xb16-10e_synthetic-primitives-256/epoch_10.pth
 _base_ = ['./_base_/default_runtime.py']
 num_points = 256
 model = dict(
@@ -32,8 +32,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='ClassificationAccuracy', num_classes=6)
 test_evaluator = val_evaluator
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=2e-3, weight_decay=1e-4))
-param_scheduler = [dict(type='CosineAnnealingLR', T_max=15, eta_min=1e-5, by_epoch=True)]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=15, val_interval=5)
+param_scheduler = [dict(type='CosineAnnealingLR', T_max=10, eta_min=1e-5, by_epoch=True)]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=10, val_interval=5)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(logger=dict(interval=10),

@@ -1,0 +1,175 @@
+"""Every dataset loader on tiny files written in its standard layout; transforms; collate."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from projects.pointcloud.datasets import (ModelNet40Dataset, ModelNet40NormalDataset, S3DISDataset,
+                                          ShapeNetPartDataset, SyntheticPrimitives)
+from projects.pointcloud.transforms import (FixedPoints, NormalizeUnitSphere, PackPointCloud,
+                                            RandomPointDropout, RandomRotateUp, RandomScaleShift,
+                                            pointcloud_collate)
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = dict(type='PackPointCloud', label_key='label')
+
+
+def test_modelnet40_hdf5(tmp_path):
+    h5py = pytest.importorskip('h5py')
+    root = tmp_path / 'modelnet40_ply_hdf5_2048'
+    root.mkdir()
+    rng = np.random.RandomState(0)
+    for i, n in enumerate([3, 2]):
+        with h5py.File(root / f'ply_data_train{i}.h5', 'w') as f:
+            f['data'] = rng.rand(n, 64, 3).astype(np.float32)
+            f['label'] = np.arange(n, dtype=np.uint8).reshape(n, 1) + i
+    with pytest.raises(FileNotFoundError, match='shape_names.txt'):
+        ModelNet40Dataset(str(root), 'train')
+    (root / 'shape_names.txt').write_text('\n'.join(f'c{i}' for i in range(40)))
+    ds = ModelNet40Dataset(str(root), 'train', pipeline=[dict(type='FixedPoints', num_points=16, mode='first'), PACK])
+    assert len(ds) == 5 and ds.metainfo['classes'][3] == 'c3'
+    d = ds[3]
+    assert d.pos.shape == (16, 3) and int(d.y) == 1
+    with h5py.File(root / 'ply_data_train0.h5') as f:
+        np.testing.assert_allclose(ds[0].pos.numpy(), f['data'][0][:16])
+    with pytest.raises(FileNotFoundError, match='ply_data_test'):
+        ModelNet40Dataset(str(root), 'test')
+    with pytest.raises(FileNotFoundError, match='missing data folder: .*nowhere'):
+        ModelNet40Dataset(str(tmp_path / 'nowhere'))
+
+
+def test_modelnet40_normal_resampled(tmp_path):
+    root = tmp_path / 'modelnet40_normal_resampled'
+    (root / 'airplane').mkdir(parents=True)
+    (root / 'modelnet40_shape_names.txt').write_text('airplane\nbathtub\n')
+    (root / 'modelnet40_train.txt').write_text('airplane_0001\n')
+    (root / 'modelnet40_test.txt').write_text('airplane_0002\n')
+    pts = np.random.RandomState(1).rand(10, 6)
+    np.savetxt(root / 'airplane' / 'airplane_0001.txt', pts, delimiter=',', fmt='%.6f')
+    ds = ModelNet40NormalDataset(str(root), 'train', pipeline=[
+        dict(type='PackPointCloud', feature_keys=('pos', 'normal'), label_key='label')])
+    d = ds[0]
+    assert d.x.shape == (10, 6) and int(d.y) == 0
+    np.testing.assert_allclose(d.x.numpy(), pts, atol=1e-6)
+    test = ModelNet40NormalDataset(str(root), 'test')
+    with pytest.raises(FileNotFoundError, match='airplane_0002.txt'):
+        test[0]
+
+
+def test_shapenet_part_json_split(tmp_path):
+    root = tmp_path / 'shapenetcore_partanno_segmentation_benchmark_v0_normal'
+    (root / 'train_test_split').mkdir(parents=True)
+    (root / 'synsetoffset2category.txt').write_text('Airplane\t02691156\nBag\t02773838\n')
+    for synset, token, parts in [('02691156', 'aaa', [0, 3]), ('02773838', 'bbb', [4, 5])]:
+        (root / synset).mkdir()
+        arr = np.random.RandomState(2).rand(12, 6)
+        lab = np.array(parts * 6)[:, None]
+        np.savetxt(root / synset / f'{token}.txt', np.concatenate([arr, lab], 1), fmt='%.6f')
+    (root / 'train_test_split' / 'shuffled_train_file_list.json').write_text(
+        json.dumps(['shape_data/02691156/aaa']))
+    (root / 'train_test_split' / 'shuffled_val_file_list.json').write_text(
+        json.dumps(['shape_data/02773838/bbb']))
+    ds = ShapeNetPartDataset(str(root), 'trainval', pipeline=[dict(type='PackPointCloud', label_key='seg')])
+    assert len(ds) == 2
+    d0, d1 = ds[0], ds[1]
+    assert int(d0.category) == 0 and int(d1.category) == 1
+    assert sorted(set(d0.y.tolist())) == [0, 3] and d1.y.shape == (12,)
+    with pytest.raises(FileNotFoundError, match='shuffled_test_file_list.json'):
+        ShapeNetPartDataset(str(root), 'test')
+
+
+def _s3dis_converter():
+    spec = importlib.util.spec_from_file_location('s3dis_conv', ROOT / 'tools' / 'dataset_converters' / 's3dis.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_s3dis_annotations_to_converter_to_dataset(tmp_path):
+    src = tmp_path / 'Stanford3dDataset_v1.2_Aligned_Version'
+    rng = np.random.RandomState(3)
+    for area, room in [(1, 'office_1'), (5, 'hallway_1')]:
+        ann = src / f'Area_{area}' / room / 'Annotations'
+        ann.mkdir(parents=True)
+        for name in ['floor_1', 'chair_1', 'stairs_1']:
+            xyz = rng.rand(300, 3) * [3, 2, 1]
+            rgb = rng.randint(0, 256, (300, 3))
+            np.savetxt(ann / f'{name}.txt', np.concatenate([xyz, rgb], 1), fmt='%.4f')
+    out = tmp_path / 's3dis'
+    conv = _s3dis_converter()
+    paths = conv.convert(str(src), str(out), verbose=False)
+    assert sorted(Path(p).name for p in paths) == ['Area_1_office_1.npy', 'Area_5_hallway_1.npy']
+    room = np.load(out / 'Area_1_office_1.npy')
+    assert room.shape == (900, 7)
+    # chair, floor, stairs->clutter in file order (sorted names)
+    assert sorted(set(room[:, 6].astype(int).tolist())) == [1, 8, 12]
+
+    train = S3DISDataset(str(out), 'train', test_area=5, num_points=128, min_points=10,
+                         pipeline=[dict(type='PackPointCloud', feature_keys=('feat',), label_key='seg')])
+    d = train[0]
+    assert d.x.shape == (128, 9) and d.y.shape == (128,)
+    assert (d.x[:, 3:6] <= 1).all() and (d.x[:, 6:] <= 1 + 1e-6).all()
+    assert (d.x[:, :2].abs() <= 0.5 + 1e-5).all()  # block-centred xy within the 1 m block
+
+    test = S3DISDataset(str(out), 'test', test_area=5, num_points=128)
+    room = test[0]
+    assert room.room_size.item() == 900 and room.y.shape == (900,)
+    assert set(room.point_idx.tolist()) == set(range(900))  # every room point is covered
+    assert room.x.shape[0] % 128 == 0
+
+    with pytest.raises(FileNotFoundError, match='missing Annotations folder'):
+        (src / 'Area_2' / 'bad_room').mkdir(parents=True)
+        conv.convert(str(src), str(tmp_path / 'x'), verbose=False)
+
+
+def test_synthetic_is_seeded_and_split():
+    a = SyntheticPrimitives(12, 64, seed=3)
+    b = SyntheticPrimitives(12, 64, seed=3)
+    c = SyntheticPrimitives(12, 64, seed=3, split='test')
+    np.testing.assert_array_equal(a.get_sample(5)['pos'], b.get_sample(5)['pos'])
+    assert not np.allclose(a.get_sample(5)['pos'], c.get_sample(5)['pos'])
+    assert [a.get_sample(i)['label'] for i in range(6)] == list(range(6))
+    p = SyntheticPrimitives(8, 64, task='part')
+    s = p.get_sample(2)  # lamp: parts 4, 5, 6
+    assert s['category'] == 2 and set(s['seg'].tolist()) == {4, 5, 6}
+    assert np.linalg.norm(s['pos'], axis=1).max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_transforms():
+    rng = np.random.RandomState(0)
+    pos = rng.rand(50, 3).astype(np.float32) * 4 + 2
+    out = NormalizeUnitSphere()(dict(pos=pos.copy()))
+    assert np.abs(out['pos'].mean(0)).max() < 1e-5
+    assert np.linalg.norm(out['pos'], axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    np.random.seed(0)
+    r = RandomScaleShift()(dict(pos=np.ones((4, 3), np.float32)))
+    s = r['pos'][0]
+    assert np.allclose(r['pos'], s) and ((s >= 2 / 3 - 0.2) & (s <= 1.5 + 0.2)).all()
+    rot = RandomRotateUp(axis=2)(dict(pos=pos.copy(), normal=pos.copy()))
+    np.testing.assert_allclose(rot['pos'][:, 2], pos[:, 2], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(rot['pos'][:, :2], axis=1),
+                               np.linalg.norm(pos[:, :2], axis=1), rtol=1e-5)
+    seg = np.arange(50)
+    drop = RandomPointDropout(0.5)(dict(pos=pos.copy(), seg=seg.copy()))
+    np.testing.assert_array_equal(drop['pos'], pos[drop['seg']])  # arrays move together
+    fp = FixedPoints(80)(dict(pos=pos.copy(), seg=seg.copy()))
+    assert fp['pos'].shape == (80, 3) and set(fp['seg'].tolist()) == set(range(50))
+    assert FixedPoints(10, mode='first')(dict(pos=pos.copy()))['pos'].shape == (10, 3)
+    with pytest.raises(ValueError, match=r'results\["pos"\] of shape \(N, 3\)'):
+        FixedPoints(10)(dict(pos=np.zeros((5, 2))))
+    with pytest.raises(KeyError, match="no \\['normal'\\]"):
+        PackPointCloud(feature_keys=('pos', 'normal'))(dict(pos=pos, label=1))
+
+
+def test_collate_builds_a_pyg_batch_and_registers_in_functions():
+    from mmengine.registry import FUNCTIONS
+    assert FUNCTIONS.get('pointcloud_collate') is pointcloud_collate
+    ds = SyntheticPrimitives(3, 20, pipeline=[PACK])
+    out = pointcloud_collate([ds[0], ds[1], ds[2]])
+    assert out['inputs'].pos.shape == (60, 3) and out['inputs'].batch.max() == 2
+    assert out['inputs'].y.tolist() == [0, 1, 2] and out['data_samples'] is None
+    with pytest.raises(TypeError, match='end the pipeline with PackPointCloud'):
+        pointcloud_collate([dict(pos=torch.zeros(3, 3))])

@@ -1,0 +1,132 @@
+"""Forward/backward of every network on tiny inputs, ragged batches == clouds one by one,
+attention swaps, mmengine modes, clear errors."""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from projects.pointcloud.models import (PCTClassifier, PCTPartSeg, PCTSemSeg, NaivePCT,
+                                        SimplePCT, smooth_cross_entropy)
+
+TINY_CLS = dict(embed_channels=(16, 16), neighbor_stages=((16, 4, 32), (8, 4, 32)),
+                encoder_mlp=(32, 32), num_layers=2, fuse_channels=64, head_channels=(32, 16))
+TINY_SEG = dict(embed_channels=(16, 16), num_layers=2, fuse_channels=32, head_channels=(32, 16),
+                category_channels=8)
+
+
+def _batch(sizes, c=None, seg=False, classes=4, cats=None):
+    torch.manual_seed(0)
+    data = []
+    for i, n in enumerate(sizes):
+        d = Data(pos=torch.randn(n, 3))
+        if c:
+            d.x = torch.randn(n, c)
+        d.y = torch.randint(classes, (n,) if seg else (1,))
+        if cats is not None:
+            d.category = torch.tensor([cats[i]])
+        data.append(d)
+    return Batch.from_data_list(data)
+
+
+def _grads_ok(model):
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize('cls,kwargs', [
+    (PCTClassifier, TINY_CLS),
+    (PCTClassifier, dict(TINY_CLS, attn=dict(type='ExternalAttention', S=8))),
+    (PCTClassifier, dict(TINY_CLS, attn=dict(type='MultiHeadAttention', num_heads=2))),
+    (SimplePCT, dict(embed_channels=(16, 16), num_layers=2, fuse_channels=32, head_channels=(16,))),
+    (NaivePCT, dict(embed_channels=(16, 16), num_layers=2, fuse_channels=32, head_channels=(16,))),
+])
+def test_classifiers_forward_backward(cls, kwargs):
+    model = cls(num_classes=4, **kwargs)
+    batch = _batch([40, 40, 40])
+    out = model(batch, mode='loss')
+    assert out['loss'].ndim == 0 and torch.isfinite(out['loss'])
+    out['loss'].backward()
+    _grads_ok(model)
+    model.eval()
+    preds = model(batch, mode='predict')
+    assert len(preds) == 3 and preds[0]['logits'].shape == (4,)
+    assert int(preds[1]['gt_label']) == int(batch.y[1])
+
+
+def test_ragged_batch_equals_clouds_one_by_one():
+    model = PCTClassifier(num_classes=4, **TINY_CLS).eval()
+    batch = _batch([40, 25, 33])
+    with torch.no_grad():
+        together = model(batch)
+        alone = torch.cat([model(Batch.from_data_list([d])) for d in batch.to_data_list()])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_clouds_in_training_mode():
+    """Clouds smaller than the FPS centres and than k still give finite logits and gradients."""
+    model = PCTClassifier(num_classes=4, **TINY_CLS)
+    batch = _batch([40, 6, 3])  # fewer points than FPS centres and than k
+    out = model(batch)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    _grads_ok(model)
+
+
+def test_part_and_semantic_segmentation():
+    part = PCTPartSeg(num_classes=6, num_categories=2, category_parts=[[0, 1, 2], [3, 4, 5]], **TINY_SEG)
+    batch = _batch([30, 20], seg=True, classes=6, cats=[0, 1])
+    loss = part(batch, mode='loss')['loss']
+    loss.backward()
+    _grads_ok(part)
+    part.eval()
+    preds = part(batch, mode='predict')
+    assert [p['pred'].shape[0] for p in preds] == [30, 20]
+    assert set(preds[0]['pred'].tolist()) <= {0, 1, 2} and set(preds[1]['pred'].tolist()) <= {3, 4, 5}
+    with pytest.raises(ValueError, match='needs batch.category'):
+        part(_batch([10], seg=True, classes=6))
+
+    sem = PCTSemSeg(num_classes=5, in_channels=9, **TINY_SEG)
+    b = _batch([30, 20], c=9, seg=True, classes=5)
+    logits = sem(b)
+    assert logits.shape == (50, 5)
+    sem(b, mode='loss')['loss'].backward()
+    _grads_ok(sem)
+    with pytest.raises(ValueError, match='in_channels=9 but the batch carries features of shape'):
+        sem(_batch([10], seg=True))
+
+
+def test_room_votes_cover_every_point():
+    sem = PCTSemSeg(num_classes=3, in_channels=9, **TINY_SEG).eval()
+    n_room = 50
+    # two overlapping blocks of 32 points covering the 50 room points
+    idx = torch.cat([torch.arange(32), torch.arange(18, 50)])
+    feat = torch.randn(64, 9)
+    room = Data(pos=feat[:, :3], x=feat, block=torch.repeat_interleave(torch.arange(2), 32),
+                point_idx=idx, room_size=torch.tensor([n_room]), y=torch.randint(3, (n_room,)))
+    batch = Batch.from_data_list([room, room])
+    out = sem(batch, mode='predict')
+    assert len(out) == 2 and out[0]['pred'].shape == (n_room,) and out[0]['gt'].shape == (n_room,)
+    assert torch.equal(out[0]['pred'], out[1]['pred'])
+    # points seen by one block only take that block's argmax
+    single = sem(Batch.from_data_list([Data(pos=feat[:32, :3], x=feat[:32])]))
+    assert torch.equal(out[0]['pred'][:18], single.argmax(-1)[:18])
+
+
+def test_smooth_cross_entropy_matches_pct_formula():
+    logits = torch.randn(5, 4)
+    target = torch.tensor([0, 1, 2, 3, 0])
+    eps = 0.2
+    q = torch.full((5, 4), eps / 3)
+    q[torch.arange(5), target] = 1 - eps
+    want = -(q * logits.log_softmax(1)).sum(1).mean()
+    torch.testing.assert_close(smooth_cross_entropy(logits, target, eps), want)
+    torch.testing.assert_close(smooth_cross_entropy(logits, target, 0.0),
+                               torch.nn.functional.cross_entropy(logits, target))
+
+
+def test_map_op_and_bad_mode_are_refused():
+    with pytest.raises(ValueError, match='works on maps'):
+        PCTClassifier(num_classes=4, **dict(TINY_CLS, attn=dict(type='ExternalAttentionBlock')))
+    model = PCTClassifier(num_classes=4, **TINY_CLS)
+    with pytest.raises(ValueError, match="mode must be loss, predict or tensor, got 'train'"):
+        model(_batch([20]), mode='train')
