@@ -3,7 +3,7 @@
 A file::
 
     python tools/visualize_pointcloud.py cloud.ply --out DIR
-    python tools/visualize_pointcloud.py ply_data_test0.h5 --index 3 --classes-from CONFIG --out DIR
+    python tools/visualize_pointcloud.py ply_data_test0.h5 --index 3 --config CONFIG --out DIR  # class names
     python tools/visualize_pointcloud.py shape.txt --label-column -1 --pred pred.txt --out DIR
 
 Samples of a config's dataset, optionally predicted by a checkpoint (one picture per sample,

@@ -117,6 +117,13 @@ def test_tool_on_config_with_checkpoint(tmp_path, capsys):
     page = (tmp_path / 'out' / 'index.html').read_text()
     assert 'src="val_00000.png"' in page and 'src="val_00007.png"' in page
     assert 'index page:' in capsys.readouterr().out
+    # a file predicted by CONFIG + CHECKPOINT through the config's test pipeline
+    from projects.pointcloud.visualization import write_ply
+    write_ply(str(tmp_path / 'cloud.ply'), np.random.default_rng(0).normal(size=(256, 3)))
+    (tmp_path / 'label.txt').write_text('2\n')
+    res = tool.main([str(tmp_path / 'cloud.ply'), '--labels', str(tmp_path / 'label.txt'), '--config', DEMO_CFG,
+                     '--checkpoint', str(ckpt), '--size', '100', '100', '--no-ply', '--out', str(tmp_path / 'f')])
+    assert res[0]['accuracy'] in (0.0, 1.0)  # there was a prediction to compare with
     with pytest.raises(IndexError, match=r'--index \[12\] out of range: the val split has 12 samples'):
         tool.main(['--config', DEMO_CFG, '--index', '12', '--out', str(tmp_path / 'out'),
                    '--cfg-options', 'val_dataloader.dataset.num_samples=12'])
