@@ -60,6 +60,11 @@ def build_cfg(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
+
+        if not (is_cuda_available() or is_npu_available() or is_mlu_available()):
+            raise RuntimeError('--amp needs a CUDA, NPU or MLU device (mmengine\'s AmpOptimWrapper '
+                               'has no CPU mode); run without --amp on this machine')
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper == 'AmpOptimWrapper':
             print('AMP is already enabled in the config.')

@@ -11,13 +11,13 @@ from .ea_head import build_map_attention
 
 @MODELS.register_module()
 class AttnHead(BaseDecodeHead):
-    """conv3x3 + norm + act (in -> ``channels``), one attention op, conv3x3 + norm + act, classifier.
+    r"""conv3x3 + norm + act (in -> ``channels``), one attention op, conv3x3 + norm + act, classifier.
 
     ``attn=dict(type=..., ...)`` names any op of ATTENTION; its channel argument is filled with
     ``channels`` and token ops run on the map through the layout adapter
     (``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``).
 
-    .. math:: y = \\mathrm{conv}_2\\big(z + \\mathrm{attn}(z)\\big),\\quad z = \\mathrm{conv}_1(x)
+    .. math:: y = \mathrm{conv}_2\big(z + \mathrm{attn}(z)\big),\quad z = \mathrm{conv}_1(x)
 
     with the residual ``z +`` only when ``residual=True`` (default; ops that already end with a
     residual, such as ``ExternalAttentionBlock`` and ``CrissCrossAttention``, are usually given
