@@ -38,6 +38,17 @@ def test_missing_op_error_names_it_and_the_alternatives():
         from mmcv.ops import DeformConv2d  # noqa: F401
 
 
+def test_compiled_mmcv_is_left_untouched(monkeypatch):
+    """With mmcv._ext importable, install() neither builds nor replaces mmcv.ops."""
+    import sys
+
+    monkeypatch.setattr(mmcv_ops, 'compiled_mmcv_available', lambda: True)
+    monkeypatch.delitem(sys.modules, 'mmcv.ops', raising=False)
+    monkeypatch.setattr(mmcv_ops, 'build_shim', lambda: pytest.fail('shim built despite compiled mmcv'))
+    assert mmcv_ops.install() is False
+    assert 'mmcv.ops' not in sys.modules  # the real package would be imported on demand
+
+
 def test_install_is_idempotent():
     assert mmcv_ops.install() == mmcv_ops.is_installed()
     assert mmcv_ops.install() == mmcv_ops.is_installed()
