@@ -56,7 +56,18 @@ def _check_type(cfg: Any, registry: Registry) -> None:
 
 
 def _build(cfg, registry: Registry, default_args=None):
+    """Build from this registry whatever the caller's ``default_scope``.
+
+    mmengine's builder switches to the registry of the current default scope (``mmseg``,
+    ``pointcloud``...) before looking a name up, where our ops are not found. The name is resolved
+    here, in this registry and its parents, and the class handed on.
+    """
+    if isinstance(cfg, list):
+        return build_model_from_cfg(cfg, registry, default_args)
     _check_type(cfg, registry)
+    if isinstance(cfg['type'], str):
+        cfg = type(cfg)(cfg)
+        cfg['type'] = registry.get(cfg['type'])
     return build_model_from_cfg(cfg, registry, default_args)
 
 

@@ -80,3 +80,14 @@ def test_docstring_states_paper_and_formula(name):
     assert 'math::' in doc or '=' in doc, f'{name} docstring must state its formula'
     assert 'Shapes' in doc, f'{name} docstring must state its shapes'
     assert cls.paper and cls.complexity
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmengine', 'pointcloud'])
+def test_builds_under_any_default_scope(scope):
+    """Heads and networks build ops while the runner's default scope is their own."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        assert type(ATTENTION.build(dict(type='ExternalAttention', dim=8))).__name__ == 'ExternalAttention'
+        assert build_attention(dict(type='OffsetAttention'), dim=8).channels == 8
+        with pytest.raises(UnknownOpError, match='Did you mean: OffsetAttention'):
+            build_attention(dict(type='OfsetAttention'), dim=8)
