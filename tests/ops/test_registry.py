@@ -86,6 +86,8 @@ def test_docstring_states_paper_and_formula(name):
 def test_builds_under_any_default_scope(scope):
     """Heads and networks build ops while the runner's default scope is their own."""
     from mmengine.registry import DefaultScope
+    import projects.segmentation  # noqa: F401  (mmseg on mmcv-lite)
+    import projects.pointcloud  # noqa: F401
     with DefaultScope.overwrite_default_scope(scope):
         assert type(ATTENTION.build(dict(type='ExternalAttention', dim=8))).__name__ == 'ExternalAttention'
         assert build_attention(dict(type='OffsetAttention'), dim=8).channels == 8
