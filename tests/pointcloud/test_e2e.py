@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = 'configs/pct/pct-tiny_1xb16-10e_synthetic-primitives-256.py'
+CONFIG = 'configs/pct/pct-tiny_1xb16-8e_synthetic-primitives-256.py'
 TINY = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2',
         'train_dataloader.dataset.num_samples=4', 'val_dataloader.dataset.num_samples=6',
         'train_dataloader.dataset.num_points=64', 'val_dataloader.dataset.num_points=64',
