@@ -375,7 +375,8 @@ def contact_sheet(image_files: Sequence[str], out_file: str, cols: int = 2, thum
         caption = captions[i] if captions else osp.basename(image_files[i])
         draw.text((x + 4, y + 2), caption, fill=(0, 0, 0), font=font)
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
-    sheet.save(out_file)
+    # thumbnails resampled with LANCZOS have many colours; 256 keep the file small
+    sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out_file, optimize=True)
     return out_file
 
 
