@@ -137,17 +137,18 @@ class ConfigRunner:
         raise KeyError(f'cannot find a prediction in the model output (keys {sorted(out) if isinstance(out, dict) else out})')
 
 
-def _from_sample(sample) -> tuple[np.ndarray, np.ndarray | None]:
-    """(points, labels) of a packed dataset sample (a PyG ``Data`` or a dict)."""
+def _from_sample(sample) -> tuple[np.ndarray, np.ndarray | None, int | None]:
+    """(points, labels, category) of a packed dataset sample (a PyG ``Data`` or a dict)."""
     get = sample.get if isinstance(sample, dict) else (lambda k: getattr(sample, k, None))
     pos = get('pos')
     if pos is None and get('inputs') is not None:
         return _from_sample(get('inputs'))
     if pos is None:
         raise KeyError(f'dataset sample has no "pos" ({type(sample).__name__})')
-    y = get('y')
+    y, cat = get('y'), get('category')
     to_np = (lambda t: np.asarray(t.cpu() if hasattr(t, 'cpu') else t))
-    return to_np(pos)[:, :3].astype(np.float64), None if y is None else to_np(y).reshape(-1).astype(np.int64)
+    return (to_np(pos)[:, :3].astype(np.float64), None if y is None else to_np(y).reshape(-1).astype(np.int64),
+            None if cat is None else int(to_np(cat).reshape(-1)[0]))
 
 
 # --------------------------------------------------------------------------- main
@@ -173,7 +174,7 @@ def main(argv=None) -> list[dict]:
     meta = runner.metainfo() if runner else {}
     renderer = vis.build_renderer(args.renderer, args.point_size)
     w, h = args.size
-    jobs = []  # (name, points, colors, gt, pred)
+    jobs = []  # (name, points, colors, gt, pred, title)
     if args.file:
         cloud = vis.read_cloud(args.file, args.index[0] if args.index else None, args.label_column)
         gt = vis.read_labels(args.labels) if args.labels else cloud['labels']
@@ -181,7 +182,7 @@ def main(argv=None) -> list[dict]:
         if runner and runner.model is not None and pred is None:
             pred = runner.predict(runner.pack(cloud['points'], gt, args.category))
         stem = osp.splitext(osp.basename(args.file))[0] + (f'_{args.index[0]}' if args.index else '')
-        jobs.append((stem, cloud['points'], cloud['colors'], gt, pred))
+        jobs.append((stem, cloud['points'], cloud['colors'], gt, pred, None))
     else:
         n = len(runner.dataset)
         indices = args.index if args.index else list(range(min(args.num or 1, n)))
@@ -190,16 +191,19 @@ def main(argv=None) -> list[dict]:
             raise IndexError(f'--index {bad} out of range: the {args.split} split has {n} samples')
         for i in indices:
             sample = runner.dataset[i]
-            pts, gt = _from_sample(sample)
+            pts, gt, cat = _from_sample(sample)
             pred = runner.predict(sample) if runner.model is not None else None
-            jobs.append((f'{args.split}_{i:05d}', pts, None, gt, pred))
+            name = f'{args.split}_{i:05d}'
+            classes = meta.get('classes')
+            title = f'{name}  |  {classes[cat]}' if cat is not None and classes and cat < len(classes) else None
+            jobs.append((name, pts, None, gt, pred, title))
     results = []
-    for name, pts, colors, gt, pred in jobs:
+    for name, pts, colors, gt, pred, title in jobs:
         per_point = any(x is not None and x.size == len(pts) and x.size > 1 for x in (gt, pred))
-        names = args.classes or label_names_or_none(meta, per_point)
+        names = args.classes or (vis.label_names(meta, per_point) if meta else None)
         res = vis.visualize_sample(
             pts, args.out, name, gt=gt, pred=pred, class_names=names, palette=meta.get('palette'),
-            colors=colors, renderer=renderer, width=w, height=h, up=args.up, ply=not args.no_ply)
+            colors=colors, renderer=renderer, width=w, height=h, up=args.up, ply=not args.no_ply, title=title)
         print(f'{name}: {res["image"]}' + ('' if res['accuracy'] is None else f'  (accuracy {100 * res["accuracy"]:.1f}%)'))
         results.append(res)
         if args.show:
@@ -213,10 +217,6 @@ def main(argv=None) -> list[dict]:
                                     osp.join(args.out, 'index.html'), title=f'{args.config or args.file} ({args.split})')
         print(f'contact sheet: {sheet}\nindex page: {page}')
     return results
-
-
-def label_names_or_none(meta: dict, per_point: bool):
-    return vis.label_names(meta, per_point) if meta else None
 
 
 if __name__ == '__main__':
