@@ -38,7 +38,8 @@ def _select(results: dict, idx: np.ndarray) -> dict:
 
 @TRANSFORMS.register_module()
 class NormalizeUnitSphere:
-    r"""Centre at the centroid and scale into the unit sphere: :math:`p \leftarrow (p - \bar p) / \max_i \|p_i - \bar p\|`."""
+    r"""Centre at the centroid and scale into the unit sphere:
+    :math:`p \leftarrow (p - \bar p) / \max_i \|p_i - \bar p\|`."""
 
     def __call__(self, results: dict) -> dict:
         pos = _check_pos('NormalizeUnitSphere', results).astype(np.float32)
