@@ -120,6 +120,17 @@ def test_s3dis_annotations_to_converter_to_dataset(tmp_path):
     assert set(room.point_idx.tolist()) == set(range(900))  # every room point is covered
     assert room.x.shape[0] % 128 == 0
 
+    # rooms collate and evaluate end to end: model votes -> metric over all 900 room points
+    from projects.pointcloud.metrics import SemSegMetric
+    from projects.pointcloud.models import PCTSemSeg
+    model = PCTSemSeg(num_classes=13, in_channels=9, embed_channels=(8, 8), num_layers=1,
+                      fuse_channels=16, head_channels=(8,)).eval()
+    preds = model(pointcloud_collate([test[0]])['inputs'], mode='predict')
+    assert preds[0]['pred'].shape == (900,) and torch.equal(preds[0]['gt'], test[0].y)
+    metric = SemSegMetric(num_classes=13)
+    metric.process(None, preds)
+    assert 0.0 <= metric.compute_metrics(metric.results)['OA'] <= 1.0
+
     with pytest.raises(FileNotFoundError, match='missing Annotations folder'):
         (src / 'Area_2' / 'bad_room').mkdir(parents=True)
         conv.convert(str(src), str(tmp_path / 'x'), verbose=False)
