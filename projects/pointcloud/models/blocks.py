@@ -10,9 +10,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmengine.registry import DefaultScope
-
-from attn_ops import ATTENTION, build_attention
+from attn_ops import build_attention
 
 from ..point_ops import farthest_point_sample, gather_points, group_points, knn
 
@@ -121,10 +119,7 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, attn_cfg: dict, channels: int, mode: str = 'auto'):
         super().__init__()
-        # build in the attn_ops scope: under default_scope='pointcloud' mmengine would otherwise
-        # look the op up in the point-cloud MODELS registry (a sibling of ATTENTION)
-        with DefaultScope.overwrite_default_scope(ATTENTION.scope):
-            self.attn = build_attention(attn_cfg, dim=channels)
+        self.attn = build_attention(attn_cfg, dim=channels)
         if getattr(self.attn, 'layout', 'tokens') != 'tokens':
             raise ValueError(f'{type(self.attn).__name__} works on maps (B, C, H, W); point clouds '
                              f'need a token op (B, N, C) from ATTENTION')
