@@ -69,11 +69,14 @@ class S3DISDataset(PointCloudDataset):
                                     f'{test_area}) in {data_root}')
         self.split, self.num_points, self.block_size, self.stride = split, num_points, block_size, stride
         self.min_points = min_points
-        self.rooms = [np.load(f).astype(np.float32) for f in files]
+        # memory-mapped: the full dataset is several GB; only the sampled points are read
+        self.rooms = [np.load(f, mmap_mode='r') for f in files]
         self.room_names = [osp.basename(f)[:-4] for f in files]
         for f, r in zip(files, self.rooms):
             if r.ndim != 2 or r.shape[1] != 7:
                 raise ValueError(f'{name}: {f} must be (N, 7) xyzrgb+label, got {r.shape}')
+        self.room_min = [np.asarray(r[:, :3].min(0), np.float32) for r in self.rooms]
+        self.room_max = [np.asarray(r[:, :3].max(0), np.float32) - m for r, m in zip(self.rooms, self.room_min)]
         if split == 'train':
             sizes = np.array([len(r) for r in self.rooms], np.float64)
             self.room_prob = sizes / sizes.sum()
@@ -83,9 +86,11 @@ class S3DISDataset(PointCloudDataset):
             self.samples = list(range(len(self.rooms)))
 
     def _room(self, r: int):
-        room = self.rooms[r]
-        xyz = room[:, :3] - room[:, :3].min(0)
-        return np.concatenate([xyz, room[:, 3:6]], 1), room[:, 6].astype(np.int64), xyz.max(0)
+        """Room ``r`` as (xyzrgb with xyz shifted to start at 0, labels, extent)."""
+        room = np.asarray(self.rooms[r], dtype=np.float32)
+        pts = room[:, :6].copy()
+        pts[:, :3] -= self.room_min[r]
+        return pts, room[:, 6].astype(np.int64), self.room_max[r]
 
     def get_sample(self, idx: int) -> dict:
         if self.split == 'test':
