@@ -131,7 +131,7 @@ def plot_logs(runs: list[RunLog], keys: list[str], out_file: str, legend: list[s
     missing = [k for k in keys if k not in available]
     if missing:
         raise KeyError(f'key(s) {missing} not in any log; available: {sorted(available)}')
-    cols = min(len(keys), 3)
+    cols = 2 if len(keys) == 4 else min(len(keys), 3)
     rows = math.ceil(len(keys) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), dpi=100)
     FigureCanvasAgg(fig)
