@@ -103,6 +103,20 @@ def zero_padded(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
+def masked_apply(fn: nn.Module, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Apply a row-wise module (linear, norm, MLP) to the real tokens of ``x`` (B, N, C) only.
+
+    Padded rows neither enter ``fn`` (so BatchNorm statistics are the real tokens') nor come
+    out: they are zero. Without a mask every token is a row. Returns (B, N, C_out).
+    """
+    if mask is None:
+        return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    y = fn(x[mask])
+    out = y.new_zeros(*x.shape[:-1], y.shape[-1])
+    out[mask] = y
+    return out
+
+
 def map_to_tokens(x: Tensor) -> Tensor:
     """``(B, C, H, W) -> (B, H*W, C)``, row-major over (H, W)."""
     if x.dim() != 4:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
-from ..layouts import attend_mask, zero_padded
+from ..layouts import attend_mask, masked_apply, zero_padded
 from ..registry import ATTENTION
 from .base import AttentionOp
 
@@ -64,9 +64,5 @@ class OffsetAttention(AttentionOp):
             attn = attn.masked_fill(~mask[:, :, None], 0.0)             # padded queries give nothing
         attn = attn / (self.eps + attn.sum(dim=1, keepdim=True))
         x_r = attn.transpose(1, 2) @ self.v(x)                           # (B, N_j, C)
-        offset = self.trans(x - x_r)
-        if mask is None:
-            offset = self.norm(offset.reshape(-1, self.channels)).view_as(x)
-        else:  # statistics over the real tokens only
-            offset = offset.masked_scatter(mask[..., None], self.norm(offset[mask]))
+        offset = masked_apply(self.norm, self.trans(x - x_r), mask)     # norm statistics: real tokens
         return zero_padded(x + F.relu(offset), mask)

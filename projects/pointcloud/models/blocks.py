@@ -11,18 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from attn_ops import build_attention
+from attn_ops.layouts import masked_apply
 
 from ..point_ops import farthest_point_sample, gather_points, group_points, knn
-
-
-def masked_apply(fn: nn.Module, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """Apply a row-wise module to the real tokens of ``x`` ``(B, N, C)``; padded rows are zero."""
-    if mask is None:
-        return fn(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
-    y = fn(x[mask])
-    out = y.new_zeros(*x.shape[:-1], y.shape[-1])
-    out[mask] = y
-    return out
 
 
 def masked_max(x: Tensor, mask: Optional[Tensor]) -> Tensor:

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 
 from ..registry import MODELS
 from .base import BasePointModel
-from .blocks import AttentionStack, LBR, NeighborEmbeddingStage, masked_apply, masked_max, mlp
+from attn_ops.layouts import masked_apply
+
+from .blocks import AttentionStack, LBR, NeighborEmbeddingStage, masked_max, mlp
 
 
 @MODELS.register_module()

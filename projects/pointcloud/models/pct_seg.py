@@ -25,7 +25,9 @@ from torch_geometric.data import Data
 from ..datasets import resolve_category_parts
 from ..registry import MODELS
 from .base import BasePointModel
-from .blocks import AttentionStack, LBR, masked_apply, masked_max, masked_mean, mlp
+from attn_ops.layouts import masked_apply
+
+from .blocks import AttentionStack, LBR, masked_max, masked_mean, mlp
 
 
 @MODELS.register_module()
