@@ -28,7 +28,8 @@ PY = sys.executable
 
 SEG_CONFIG = 'configs/eanet/eanet_r18-d8_1xb8-1k_demo-shapes-64x64.py'
 SEG_DATA = 'data/demo_shapes'
-PC_CONFIG = 'configs/pct/pct_1xb32-demo_primitives-cls.py'
+PC_CONFIG = 'configs/pct/pct-tiny_1xb16-8e_synthetic-primitives-256.py'      # classification
+PC_PARTS_CONFIG = 'configs/pct/pct-tiny_1xb16-10e_synthetic-parts-256.py'    # part segmentation
 
 
 def sh(*args: str) -> None:
@@ -60,26 +61,31 @@ def stage_seg(work: Path) -> list[str]:
     ckpt = latest(f'{seg}/iter_*.pth')
     sh('tools/test.py', SEG_CONFIG, ckpt, '--work-dir', str(seg / 'test'), '--show-dir', str(seg / 'overlays'),
        '--out', str(seg / 'predictions'))
-    return [ckpt, latest(f'{seg}/test/*/*.json'), str(seg / 'overlays')]
+    return [ckpt, str(seg / 'test' / 'test_metrics.json'), str(seg / 'overlays')]
 
 
 def stage_pc(work: Path) -> list[str]:
-    pc = work / 'pointcloud'
-    sh('tools/train.py', PC_CONFIG, '--work-dir', str(pc))
-    ckpt = latest(f'{pc}/*.pth')
-    sh('tools/test.py', PC_CONFIG, ckpt, '--work-dir', str(pc / 'test'))
-    return [ckpt, latest(f'{pc}/test/*/*.json')]
+    out = []
+    for config, name in ((PC_CONFIG, 'pointcloud'), (PC_PARTS_CONFIG, 'pointcloud_parts')):
+        pc = work / name
+        sh('tools/train.py', config, '--work-dir', str(pc))
+        ckpt = latest(f'{pc}/epoch_*.pth')
+        sh('tools/test.py', config, ckpt, '--work-dir', str(pc / 'test'))
+        out += [ckpt, str(pc / 'test' / 'test_metrics.json')]
+    return out
 
 
 def stage_pics(work: Path) -> list[str]:
     pics = work / 'pictures'
-    pc, seg = work / 'pointcloud', work / 'seg'
-    sh('tools/visualize_pointcloud.py', '--config', PC_CONFIG, '--checkpoint', latest(f'{pc}/*.pth'),
-       '--split', 'val', '--batch', '--num', '8', '--out', str(pics / 'pointcloud'))
+    seg, pc, parts = work / 'seg', work / 'pointcloud', work / 'pointcloud_parts'
+    for config, run, name in ((PC_PARTS_CONFIG, parts, 'pointcloud_parts'), (PC_CONFIG, pc, 'pointcloud')):
+        # the synthetic clouds are z-up (ModelNet40 / ShapeNetPart are y-up, the tool's default)
+        sh('tools/visualize_pointcloud.py', '--config', config, '--checkpoint', latest(f'{run}/epoch_*.pth'),
+           '--split', 'val', '--batch', '--num', '8', '--up', 'z', '--out', str(pics / name))
     sh('tools/visualize_segmentation.py', SEG_CONFIG, latest(f'{seg}/iter_*.pth'), '--num', '4',
        '--out', str(pics / 'segmentation'))
-    sh('tools/analyze_logs.py', latest(f'{seg}/*/vis_data/scalars.json'), latest(f'{pc}/*/vis_data/scalars.json'),
-       '--legend', 'eanet-demo-shapes', 'pct-demo-primitives', '--out', str(pics / 'curves.png'))
+    sh('tools/analyze_logs.py', str(seg), str(pc), str(parts),
+       '--legend', 'eanet-demo-shapes', 'pct-demo-primitives', 'pct-demo-parts', '--out', str(pics / 'curves.png'))
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(str(ROOT / pics / '**' / '*.png'), recursive=True))
 
 
