@@ -4,12 +4,21 @@ Importing this package (configs do it through ``custom_imports``) installs the c
 allowlist (``torch.load(weights_only=True)`` on mmengine checkpoints) and registers every
 component in the point-cloud registries of :mod:`projects.pointcloud.registry`.
 """
+import sys
+
 from attn_ops.compat import checkpoint as _checkpoint
 
 _checkpoint.install()
 
 from . import point_ops  # noqa: E402,F401
+from . import registry  # noqa: E402
 from .registry import DATASETS, METRICS, MODELS, TRANSFORMS  # noqa: E402,F401
+
+# mmengine finds the registries of a default scope by importing ``<scope>.registry``; the scope
+# is ``pointcloud``, so alias this package under that name (else every build warns
+# "Failed to import `None.registry`" and falls back to a slower search).
+sys.modules.setdefault('pointcloud', sys.modules[__name__])
+sys.modules.setdefault('pointcloud.registry', registry)
 from . import models  # noqa: E402,F401
 from . import transforms  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
