@@ -119,21 +119,13 @@ def test_mmseg_entry_point_trains_a_project_config(tmp_path, data_root):
     assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_ddp_on_cpu_with_two_processes(tmp_path, data_root):
     """torchrun --nproc_per_node=2 tools/train.py --launcher pytorch: gloo, 2 ranks, one run."""
     work = str(tmp_path / 'ddp')
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
          osp.join(ROOT, 'tools/train.py'), CONFIG, '--launcher', 'pytorch', '--work-dir', work,
          *_options(data_root, 2)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
