@@ -25,8 +25,7 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 
-from attn_ops.compat import checkpoint as ckpt_compat  # noqa: E402
-from attn_ops.compat import mmcv_ops  # noqa: E402
+from projects.runtime import load_config  # noqa: E402
 from attn_ops.compat.cpu_ddp import setup_cpu_distributed  # noqa: E402
 
 
@@ -70,14 +69,7 @@ def set_output_dir(cfg: Config, out: str) -> None:
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint "{args.checkpoint}" does not exist')
     cfg.load_from = args.checkpoint
@@ -101,8 +93,6 @@ def _jsonable(metrics: dict) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    mmcv_ops.install()
-    ckpt_compat.install()
     cfg = build_cfg(args)
 
     from mmengine.dist import is_main_process

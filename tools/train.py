@@ -24,8 +24,7 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from attn_ops.compat import checkpoint as ckpt_compat  # noqa: E402
-from attn_ops.compat import mmcv_ops  # noqa: E402
+from projects.runtime import load_config  # noqa: E402
 from attn_ops.compat.cpu_ddp import setup_cpu_distributed  # noqa: E402
 
 
@@ -51,14 +50,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp:
         from mmengine.device import is_cuda_available, is_mlu_available, is_npu_available
 
@@ -87,8 +79,6 @@ def build_cfg(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    mmcv_ops.install()
-    ckpt_compat.install()
     cfg = build_cfg(args)
     setup_cpu_distributed(cfg, args.launcher)
 

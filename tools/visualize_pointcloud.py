@@ -29,7 +29,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from projects.pointcloud import visualization as vis  # noqa: E402
@@ -73,34 +73,20 @@ class ConfigRunner:
     """Dataset, pipeline, collate and (optionally) model of a config, built through its registries."""
 
     def __init__(self, config: str, checkpoint: str | None, split: str, cfg_options=None):
-        from attn_ops.compat import checkpoint as ckpt_compat
-        ckpt_compat.install()
-        from mmengine.registry import FUNCTIONS, MODELS, init_default_scope
-        for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
-            if path is not None and not osp.isfile(path):
-                raise FileNotFoundError(f'{what} file not found: {path}')
-        self.cfg = Config.fromfile(config)
-        if cfg_options:
-            self.cfg.merge_from_dict(cfg_options)
-        init_default_scope(self.cfg.get('default_scope'))
+        from projects import runtime
+        self.cfg = runtime.load_config(config, cfg_options)
+        self.split = split
         self.key = f'{split}_dataloader'
-        if self.key not in self.cfg or 'dataset' not in self.cfg[self.key]:
-            raise KeyError(f'{config} has no "{self.key}.dataset" entry')
-        collate_cfg = dict(self.cfg[self.key].get('collate_fn', dict(type='pseudo_collate')))
-        self.collate = FUNCTIONS.get(collate_cfg.pop('type'))
+        runtime.dataset_cfg(self.cfg, split)          # fail early on a missing split
+        self.collate = runtime.build_collate(self.cfg, split)
         self._dataset = None
-        self.model = None
-        if checkpoint:
-            from mmengine.runner import load_checkpoint
-            self.model = MODELS.build(self.cfg.model)
-            load_checkpoint(self.model, checkpoint, map_location='cpu', logger='current')
-            self.model.eval()
+        self.model = runtime.build_model(self.cfg, checkpoint) if checkpoint else None
 
     @property
     def dataset(self):
         if self._dataset is None:
-            from mmengine.registry import DATASETS
-            self._dataset = DATASETS.build(self.cfg[self.key].dataset)
+            from projects import runtime
+            self._dataset = runtime.build_dataset(self.cfg, self.split)
         return self._dataset
 
     def metainfo(self) -> dict:

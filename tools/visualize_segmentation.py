@@ -20,7 +20,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,34 +40,10 @@ def parse_args(argv=None):
 
 def build_from_config(config: str, checkpoint: str, split: str, cfg_options=None):
     """(cfg, model in eval mode with the checkpoint loaded, dataset, collate function)."""
-    from attn_ops.compat import checkpoint as ckpt_compat
-    from attn_ops.compat import mmcv_ops
-    mmcv_ops.install()
-    ckpt_compat.install()
-    from mmengine.registry import DATASETS, FUNCTIONS, MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'{what} file not found: {path}')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    key = f'{split}_dataloader'
-    if key not in cfg or 'dataset' not in cfg[key]:
-        raise KeyError(f'{config} has no "{key}.dataset" entry')
-    dataset = DATASETS.build(cfg[key].dataset)
-    collate_cfg = cfg[key].get('collate_fn', dict(type='pseudo_collate'))
-    collate_cfg = dict(collate_cfg)
-    collate = FUNCTIONS.get(collate_cfg.pop('type'))
-    if collate_cfg:
-        from functools import partial
-        collate = partial(collate, **collate_cfg)
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='current')
-    model.eval()
-    return cfg, model, dataset, collate
+    from projects import runtime
+    cfg = runtime.load_config(config, cfg_options)
+    model = runtime.build_model(cfg, checkpoint)
+    return cfg, model, runtime.build_dataset(cfg, split), runtime.build_collate(cfg, split)
 
 
 def pick_indices(n_data: int, num: int, indices=None) -> list[int]:

@@ -25,13 +25,7 @@ def build_map_attention(attn: dict, channels: int, norm_cfg=None) -> nn.Module:
         raise TypeError(f'attn must be a config dict with a "type" key, e.g. '
                         f'dict(type="ExternalAttentionBlock"), got {attn!r}')
     cfg = dict(attn)
-    if isinstance(cfg['type'], str):
-        op_cls = ATTENTION.get(cfg['type'])
-        if op_cls is not None:
-            # resolve here: under default_scope='mmseg' a bare name would be looked up in mmseg
-            cfg['type'] = op_cls
-    else:
-        op_cls = cfg['type']
+    op_cls = ATTENTION.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
     if (norm_cfg is not None and op_cls is not None and 'norm_cfg' not in cfg
             and 'norm_cfg' in inspect.signature(op_cls).parameters):
         norm_type = str(norm_cfg.get('type', ''))
