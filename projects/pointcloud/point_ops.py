@@ -264,6 +264,34 @@ def fps(pos: Tensor, batch: Optional[Tensor] = None, ratio: float = 0.5) -> Tens
     return _dense_to_flat(idx, keep, ptr)
 
 
+def _dense_pair(x: Tensor, y: Tensor, batch_x: Optional[Tensor], batch_y: Optional[Tensor]):
+    """Dense views of two ragged point sets over the same number of clouds b.
+
+    Returns ``(batch_x, batch_y, b, x_dense, x_mask, y_dense, y_mask)``.
+    """
+    if batch_x is None:
+        batch_x = x.new_zeros(x.shape[0], dtype=torch.long)
+    if batch_y is None:
+        batch_y = y.new_zeros(y.shape[0], dtype=torch.long)
+    b = max(_num_graphs(batch_x), _num_graphs(batch_y))
+    xd, xm = to_dense(x, batch_x)
+    yd, ym = to_dense(y, batch_y)
+    if xd.shape[0] < b:
+        pad = b - xd.shape[0]
+        xd = torch.cat([xd, xd.new_zeros(pad, *xd.shape[1:])])
+        xm = torch.cat([xm, xm.new_zeros(pad, xm.shape[1])])
+    return batch_x, batch_y, b, xd, xm, yd, ym
+
+
+def _dense_to_edges(idx: Tensor, valid: Tensor, batch_x: Tensor, batch_y: Tensor, b: int) -> Tensor:
+    """Dense neighbour indices ``idx`` (b, Ny, K) where ``valid`` -> PyG ``(2, E)`` (row: y, col: x)."""
+    ptr_x, ptr_y = _ptr(batch_x, b), _ptr(batch_y, b)
+    col = (idx + ptr_x[:-1].view(-1, 1, 1))[valid]
+    row = (torch.arange(idx.shape[1], device=idx.device).view(1, -1, 1)
+           + ptr_y[:-1].view(-1, 1, 1)).expand_as(idx)[valid]
+    return torch.stack([row, col])
+
+
 def knn_ragged(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
                batch_y: Optional[Tensor] = None) -> Tensor:
     r"""For every point of ``y`` its k nearest points of ``x`` within the same cloud.
@@ -273,28 +301,14 @@ def knn_ragged(x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor] = None,
     """
     if torch_cluster is not None:
         return torch_cluster.knn(x, y, k, batch_x, batch_y)
-    if batch_x is None:
-        batch_x = x.new_zeros(x.shape[0], dtype=torch.long)
-    if batch_y is None:
-        batch_y = y.new_zeros(y.shape[0], dtype=torch.long)
-    b = max(_num_graphs(batch_x), _num_graphs(batch_y))
-    xd, xm = to_dense(x, batch_x)
-    yd, ym = to_dense(y, batch_y)
-    if xd.shape[0] < b:
-        pad = b - xd.shape[0]
-        xd = torch.cat([xd, xd.new_zeros(pad, *xd.shape[1:])])
-        xm = torch.cat([xm, xm.new_zeros(pad, xm.shape[1])])
+    batch_x, batch_y, b, xd, xm, yd, ym = _dense_pair(x, y, batch_x, batch_y)
     idx, dist = knn(yd, xd, k, ref_mask=xm, return_dist=True)
     kk = min(k, xd.shape[1])
     # keep only true neighbours (a cloud with fewer than k points yields fewer)
     counts_x = torch.bincount(batch_x, minlength=b)
     rank = torch.arange(idx.shape[-1], device=x.device)
     valid = ym.unsqueeze(-1) & (rank < counts_x.clamp(max=kk).view(-1, 1, 1)) & ~torch.isinf(dist)
-    ptr_x, ptr_y = _ptr(batch_x, b), _ptr(batch_y, b)
-    col = (idx + ptr_x[:-1].view(-1, 1, 1))[valid]
-    row_dense = torch.arange(yd.shape[1], device=x.device).view(1, -1, 1) + ptr_y[:-1].view(-1, 1, 1)
-    row = row_dense.expand_as(idx)[valid]
-    return torch.stack([row, col])
+    return _dense_to_edges(idx, valid, batch_x, batch_y, b)
 
 
 def radius_ragged(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = None,
@@ -304,17 +318,7 @@ def radius_ragged(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = No
     """
     if torch_cluster is not None:
         return torch_cluster.radius(x, y, r, batch_x, batch_y, max_num_neighbors=max_num_neighbors)
-    if batch_x is None:
-        batch_x = x.new_zeros(x.shape[0], dtype=torch.long)
-    if batch_y is None:
-        batch_y = y.new_zeros(y.shape[0], dtype=torch.long)
-    b = max(_num_graphs(batch_x), _num_graphs(batch_y))
-    xd, xm = to_dense(x, batch_x)
-    yd, ym = to_dense(y, batch_y)
-    if xd.shape[0] < b:
-        pad = b - xd.shape[0]
-        xd = torch.cat([xd, xd.new_zeros(pad, *xd.shape[1:])])
-        xm = torch.cat([xm, xm.new_zeros(pad, xm.shape[1])])
+    batch_x, batch_y, b, xd, xm, yd, ym = _dense_pair(x, y, batch_x, batch_y)
     idx = ball_query(yd, xd, r, max_num_neighbors, ref_mask=xm)
     nb = gather_points(xd, idx)
     valid = ((nb - yd.unsqueeze(2)).pow(2).sum(-1) < r * r) & gather_points(
@@ -323,11 +327,7 @@ def radius_ragged(x: Tensor, y: Tensor, r: float, batch_x: Optional[Tensor] = No
     first_rep = torch.zeros_like(valid)
     first_rep[..., 1:] = idx[..., 1:] == idx[..., :1]
     valid &= ~first_rep
-    ptr_x, ptr_y = _ptr(batch_x, b), _ptr(batch_y, b)
-    col = (idx + ptr_x[:-1].view(-1, 1, 1))[valid]
-    row = (torch.arange(yd.shape[1], device=x.device).view(1, -1, 1)
-           + ptr_y[:-1].view(-1, 1, 1)).expand_as(idx)[valid]
-    return torch.stack([row, col])
+    return _dense_to_edges(idx, valid, batch_x, batch_y, b)
 
 
 def num_fps_samples(n: int, ratio: float) -> int:
