@@ -112,7 +112,7 @@ def peak_cuda_bytes(module, args, backward, device) -> int | None:
 def flops(module, args) -> int:
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*args)
+        module(*(a.detach() for a in args))   # forward FLOPs; grad-requiring views trip the tracker
     return counter.get_total_flops()
 
 

@@ -92,12 +92,13 @@ def stage_pics(work: Path) -> list[str]:
 STAGES = {'ops': stage_ops, 'seg': stage_seg, 'pc': stage_pc, 'pics': stage_pics}
 
 
-def metrics_of(paths: list[str]) -> dict:
+def metrics_of(paths: list[str]) -> list[tuple[str, dict]]:
+    out = []
     for p in paths:
         if p.endswith('.json') and os.path.isfile(ROOT / p):
             with open(ROOT / p) as f:
-                return json.load(f)
-    return {}
+                out.append((p, json.load(f)))
+    return out
 
 
 def main(argv=None) -> None:
@@ -112,10 +113,9 @@ def main(argv=None) -> None:
         produced[name] = STAGES[name](work)
     print(f'\n=== demo done in {(time.time() - t0) / 60:.1f} min; outputs ===')
     for name, paths in produced.items():
-        m = metrics_of(paths)
-        if m:
-            print(f'{name} metrics: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}'
-                                                  for k, v in m.items()))
+        for path, m in metrics_of(paths):
+            print(f'{name} metrics ({path}): ' + ', '.join(
+                f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in m.items()))
         for p in paths:
             print(f'  {name}: {p}')
 

@@ -35,3 +35,11 @@ def test_unknown_op_names_close_matches(capsys):
     with pytest.raises(SystemExit):
         benchmark_ops.parse_args(['--ops', 'ExternalAtention'])
     assert 'unknown op(s): ExternalAtention (close: ExternalAttention' in capsys.readouterr().err
+
+
+def test_backward_mode_on_every_layout(tmp_path):
+    """forward + backward timing, and FLOPs counted on inputs that require grad (map op included)."""
+    rows = benchmark_ops.main(['--tokens', '64', '--dim', '16', '--repeats', '1', '--warmup', '0', '--backward',
+                               '--no-peer', '--ops', 'OutlookAttention', 'ExternalAttention', '--out', str(tmp_path)])
+    assert [r['op'] for r in rows] == ['OutlookAttention', 'ExternalAttention']
+    assert all(r['gflops'] > 0 and r['act_mib'] > 0 for r in rows)
