@@ -18,11 +18,13 @@ Examples::
     python tools/benchmark_ops.py                                   # all ops, N = 256..4096
     python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
     python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
+    python tools/benchmark_ops.py --ops OffsetAttention --op-kwargs '{"chunk_size": 512}' --backward
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 import time
 from pathlib import Path
@@ -129,9 +131,9 @@ def measure(module, args, opts, device) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def build(name: str, dim: int) -> nn.Module:
+def build(name: str, dim: int, **kwargs) -> nn.Module:
     cls = ATTENTION.get(name)
-    return ATTENTION.build({'type': name, cls.dim_arg: dim})
+    return ATTENTION.build({'type': name, cls.dim_arg: dim, **kwargs})
 
 
 def run(opts) -> list[dict]:
@@ -141,7 +143,7 @@ def run(opts) -> list[dict]:
     rows = []
     for name in names:
         for n in opts.tokens:
-            op = build(name, opts.dim).to(device)
+            op = build(name, opts.dim, **opts.op_kwargs).to(device)
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
             shape = tuple(x.shape)
             try:
@@ -149,9 +151,10 @@ def run(opts) -> list[dict]:
             except RuntimeError as err:  # out of memory at large N: report, keep going
                 print(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
-            row = dict(op=name, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
+            label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
+            row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
                        input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
-            peer = None if opts.no_peer else _catalogue_peer(name, opts.dim)
+            peer = None if opts.no_peer or opts.op_kwargs else _catalogue_peer(name, opts.dim)
             if peer is not None:
                 module, adapt = peer
                 theirs = measure(module.to(device), adapt(x), opts, device)
@@ -233,6 +236,8 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
     p.add_argument('--quick', action='store_true', help='one small size, 3 repeats (op table)')
+    p.add_argument('--op-kwargs', type=json.loads, default={},
+                   help='JSON of extra constructor arguments for the selected ops (no peer then)')
     p.add_argument('--out', default='work_dirs/benchmark_ops')
     opts = p.parse_args(argv)
     if opts.quick:

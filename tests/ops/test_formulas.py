@@ -41,6 +41,7 @@ CASES = [
     (dict(type='MultiHeadAttention', dim=8, num_heads=2, qkv_bias=True), (2, 6, 8), lambda op, x: ref.multi_head_attention(x, op)),
     (dict(type='CrossAttention', dim=8, num_heads=2), (2, 6, 8), lambda op, x: ref.cross_attention(x, x, op)),
     (dict(type='OffsetAttention', channels=8), (2, 6, 8), lambda op, x: ref.offset_attention(x, op)),
+    (dict(type='OffsetAttention', channels=8, chunk_size=4), (2, 9, 8), lambda op, x: ref.offset_attention(x, op)),
 ]
 IDS = [f"{c['type']}-{i}" for i, (c, _, _) in enumerate(CASES)]
 
@@ -114,3 +115,33 @@ def test_outlook_stride_keeps_resolution(stride, hw):
 def test_outlook_rejects_misaligned_padding():
     with pytest.raises(ValueError, match=r'OutlookAttention: expected an odd kernel_size with padding=kernel_size//2, got kernel_size=3, padding=0'):
         ATTENTION.build(dict(type='OutlookAttention', dim=8, padding=0))
+
+
+@pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
+def test_chunked_offset_attention_matches_full_with_masks(train):
+    full = _build(dict(type='OffsetAttention', channels=8, chunk_size=None)).train(train)
+    chunked = _build(dict(type='OffsetAttention', channels=8, chunk_size=3)).train(train)
+    chunked.load_state_dict(full.state_dict())
+    x = torch.randn(3, 11, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    mask[2] = False                                   # an empty sample
+    y_full, y_chunk = full(x, mask=mask), chunked(x, mask=mask)
+    torch.testing.assert_close(y_chunk, y_full, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(y_full)
+    torch.testing.assert_close(torch.autograd.grad((y_chunk * g).sum(), x)[0],
+                               torch.autograd.grad((y_full * g).sum(), x)[0], rtol=1e-9, atol=1e-12)
+
+
+def test_chunked_offset_attention_keeps_no_n_by_n_map():
+    from tools.benchmark_ops import saved_bytes
+    n = 512
+    x = torch.randn(1, n, 16, requires_grad=True)
+    full = ATTENTION.build(dict(type='OffsetAttention', channels=16, chunk_size=None)).train()
+    chunked = ATTENTION.build(dict(type='OffsetAttention', channels=16, chunk_size=64)).train()
+    n_by_n = n * n * 4
+    assert saved_bytes(full, (x,)) > 2 * n_by_n
+    assert saved_bytes(chunked, (x,)) < n_by_n / 2
+    assert ATTENTION.build(dict(type='OffsetAttention', channels=16)).chunk_size == 256   # the default
+    with pytest.raises(ValueError, match='chunk_size must be a positive int or None, got 0'):
+        ATTENTION.build(dict(type='OffsetAttention', channels=16, chunk_size=0))
