@@ -40,6 +40,17 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     return cfg
 
 
+def build_runner(cfg: Config):
+    """mmengine's Runner (or the config's ``runner_type``) for ``cfg``, after setting up the
+    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`attn_ops.compat.cpu_ddp`)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from attn_ops.compat.cpu_ddp import setup_cpu_distributed
+    setup_cpu_distributed(cfg, cfg.get('launcher', 'none'))
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
 def _scope(cfg: Config) -> None:
     from mmengine.registry import init_default_scope
     init_default_scope(cfg.get('default_scope', None))

@@ -25,8 +25,7 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 
-from projects.runtime import load_config  # noqa: E402
-from attn_ops.compat.cpu_ddp import setup_cpu_distributed  # noqa: E402
+from projects.runtime import build_runner, load_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -96,11 +95,7 @@ def main(argv=None):
     cfg = build_cfg(args)
 
     from mmengine.dist import is_main_process
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    setup_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     metrics = runner.test()
     if is_main_process():
         text = json.dumps(_jsonable(metrics), indent=2)

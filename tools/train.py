@@ -24,8 +24,7 @@ if ROOT not in sys.path:
 
 from mmengine.config import Config, DictAction  # noqa: E402
 
-from projects.runtime import load_config  # noqa: E402
-from attn_ops.compat.cpu_ddp import setup_cpu_distributed  # noqa: E402
+from projects.runtime import build_runner, load_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -80,15 +79,7 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
-    setup_cpu_distributed(cfg, args.launcher)
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 
