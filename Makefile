@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench clean-venv
+.PHONY: setup demo test clean-venv
 
 setup: $(STAMP)
 
@@ -20,10 +20,7 @@ demo: setup
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
-
-test-slow: setup
-	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
