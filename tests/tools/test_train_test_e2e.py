@@ -9,6 +9,10 @@ import sys
 import pytest
 import torch
 
+from attn_ops.compat.checkpoint import install as install_checkpoint_allowlist, load_checkpoint_file
+
+install_checkpoint_allowlist()
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(ROOT, 'configs/eanet/eanet_r18-d8_1xb8-1k_demo-shapes-64x64.py')
 
@@ -44,7 +48,7 @@ def _options(data_root, max_iters):
 def test_train_resume_test(tmp_path, data_root):
     work = str(tmp_path / 'work')
     _run([osp.join(ROOT, 'tools/train.py'), CONFIG, '--work-dir', work, *_options(data_root, 2)], cwd=tmp_path)
-    first = torch.load(osp.join(work, 'iter_2.pth'), weights_only=False)
+    first = load_checkpoint_file(osp.join(work, 'iter_2.pth'))
     assert first['meta']['iter'] == 2
 
     # "crash" after iteration 2, resume from the latest checkpoint of the work dir up to 4
@@ -54,7 +58,7 @@ def test_train_resume_test(tmp_path, data_root):
     assert re.search(r'resumed epoch: \d+, iter: 2', log), log[-2000:]
     iters = [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/4\]', log)]
     assert iters == [3, 4], iters  # continued from 2, did not restart
-    second = torch.load(osp.join(work, 'iter_4.pth'), weights_only=False)
+    second = load_checkpoint_file(osp.join(work, 'iter_4.pth'))
     assert second['meta']['iter'] == 4
     # the weights changed during iterations 3-4, i.e. training really went on
     changed = [k for k, v in second['state_dict'].items()
@@ -114,7 +118,7 @@ def test_mmseg_entry_point_trains_a_project_config(tmp_path, data_root):
     work = str(tmp_path / 'w')
     opts = _options(data_root, 1)[1:]
     _run(['-c', MMSEG_TRAIN, CONFIG, work, *opts, 'default_hooks.checkpoint.interval=1'], cwd=tmp_path)
-    ckpt = torch.load(osp.join(work, 'iter_1.pth'), weights_only=False)
+    ckpt = load_checkpoint_file(osp.join(work, 'iter_1.pth'))
     assert ckpt['meta']['iter'] == 1
     assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
 
@@ -131,4 +135,4 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, data_root):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert 'backend gloo, rank 0 of 2' in log and 'backend gloo, rank 1 of 2' in log
-    assert torch.load(osp.join(work, 'iter_2.pth'), weights_only=False)['meta']['iter'] == 2
+    assert load_checkpoint_file(osp.join(work, 'iter_2.pth'))['meta']['iter'] == 2
