@@ -29,7 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-IGNORE_COLOR = (60, 60, 60)
+from projects.colors import IGNORE_COLOR, colorize, correctness  # noqa: F401  (re-exported)
+
 RIGHT_COLOR = (190, 190, 190)
 WRONG_COLOR = (230, 30, 30)
 BACKGROUND = (255, 255, 255)
@@ -68,33 +69,20 @@ def class_palette(num_classes: int, palette: Sequence | None = None) -> np.ndarr
     return np.round(rgb * 255).astype(np.uint8)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(N,) integer labels -> (N, 3) uint8 colours; out-of-range labels get :data:`IGNORE_COLOR`."""
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    valid = (labels >= 0) & (labels < len(palette))
-    out = np.empty((labels.size, 3), np.uint8)
-    out[:] = IGNORE_COLOR
-    out[valid] = palette[labels[valid]]
-    return out
-
-
 def error_colors(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
     """Colours of the error view and the accuracy over valid points.
 
     Wrong points are :data:`WRONG_COLOR`, right ones :data:`RIGHT_COLOR`, points whose ground
     truth is outside ``[0, num_classes)`` :data:`IGNORE_COLOR`. Accuracy is NaN without valid points.
     """
-    gt = np.asarray(gt).reshape(-1).astype(np.int64)
-    pred = np.asarray(pred).reshape(-1).astype(np.int64)
+    gt, pred = np.asarray(gt).reshape(-1), np.asarray(pred).reshape(-1)
     if gt.shape != pred.shape:
         raise ValueError(f'ground truth has {gt.size} labels but prediction has {pred.size}')
-    valid = (gt >= 0) & (gt < num_classes)
-    right = valid & (gt == pred)
+    valid, right, acc = correctness(gt, pred, num_classes)
     out = np.empty((gt.size, 3), np.uint8)
     out[:] = IGNORE_COLOR
     out[valid] = WRONG_COLOR
     out[right] = RIGHT_COLOR
-    acc = float(right.sum() / valid.sum()) if valid.any() else float('nan')
     return out, acc
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-IGNORE_COLOR = (60, 60, 60)
+from projects.colors import IGNORE_COLOR, colorize, correctness  # noqa: F401  (IGNORE_COLOR re-exported)
 
 
 def colorize_mask(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -26,20 +26,12 @@ def colorize_mask(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndar
         mask = mask[0]
     if mask.ndim != 2:
         raise ValueError(f'a label map must be (H, W), got shape {mask.shape}')
-    pal = np.asarray(palette, np.uint8).reshape(-1, 3)
-    lab = mask.astype(np.int64)
-    valid = (lab >= 0) & (lab < len(pal))
-    out = np.empty(mask.shape + (3,), np.uint8)
-    out[:] = IGNORE_COLOR
-    out[valid] = pal[lab[valid]]
-    return out
+    return colorize(mask, palette)
 
 
 def pixel_accuracy(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
     """Share of pixels with a valid ground truth (in ``[0, num_classes)``) that are predicted right."""
-    gt, pred = np.asarray(gt).astype(np.int64), np.asarray(pred).astype(np.int64)
-    valid = (gt >= 0) & (gt < num_classes)
-    return float((gt[valid] == pred[valid]).mean()) if valid.any() else float('nan')
+    return correctness(gt, pred, num_classes)[2]
 
 
 def segmentation_sheet(rows: Sequence[dict], class_names: Sequence[str], palette: Sequence[Sequence[int]],
