@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attn_ops import ATTENTION
+from attn_ops import ATTENTION, build_attention
 from attn_ops.layouts import MAP, example_input
 
 
@@ -132,8 +132,7 @@ def measure(module, args, opts, device) -> dict:
 
 # ----------------------------------------------------------------------------- driver
 def build(name: str, dim: int, **kwargs) -> nn.Module:
-    cls = ATTENTION.get(name)
-    return ATTENTION.build({'type': name, cls.dim_arg: dim, **kwargs})
+    return build_attention(dict(type=name, **kwargs), dim=dim)
 
 
 def run(opts) -> list[dict]:

@@ -5,7 +5,7 @@ from typing import ClassVar, Optional
 
 from torch import Tensor, nn
 
-from ..layouts import MAP, TOKENS, check_map, check_mask, check_tokens
+from ..layouts import MAP, TOKENS, check_map, check_mask, check_tokens, op_channels
 
 
 class AttentionOp(nn.Module):
@@ -27,7 +27,7 @@ class AttentionOp(nn.Module):
 
     @property
     def channels_in(self) -> int:
-        return int(getattr(self, self.dim_arg))
+        return op_channels(self)
 
     def check_input(self, x: Tensor, mask: Optional[Tensor] = None) -> None:
         """Validate ``x`` (and ``mask``) against the declared layout; raise ``ValueError`` if not."""
