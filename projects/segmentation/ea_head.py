@@ -9,7 +9,7 @@ from mmcv.cnn import ConvModule
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 
-from attn_ops import build_attention
+from attn_ops import ATTENTION, build_attention
 from attn_ops.layouts import MAP, as_layout
 
 
@@ -19,8 +19,6 @@ def build_map_attention(attn: dict, channels: int, norm_cfg=None) -> nn.Module:
     Token ops get the layout adapter; an op taking ``norm_cfg`` inherits the head's when its
     config does not set one (SyncBN in multi-GPU recipes, BN in CPU configs).
     """
-    from attn_ops import ATTENTION
-
     if not isinstance(attn, dict) or 'type' not in attn:
         raise TypeError(f'attn must be a config dict with a "type" key, e.g. '
                         f'dict(type="ExternalAttentionBlock"), got {attn!r}')
