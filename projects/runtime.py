@@ -15,8 +15,8 @@ from mmengine.config import Config
 
 
 def install_compat() -> None:
-    """Apply the runtime patches (idempotent); see :mod:`attn_ops.compat`."""
-    from attn_ops.compat import checkpoint, mmcv_ops
+    """Apply the runtime patches (idempotent); see :mod:`projects.compat`."""
+    from projects.compat import checkpoint, mmcv_ops
     mmcv_ops.install()
     checkpoint.install()
 
@@ -42,11 +42,11 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 
 def build_runner(cfg: Config):
     """mmengine's Runner (or the config's ``runner_type``) for ``cfg``, after setting up the
-    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`attn_ops.compat.cpu_ddp`)."""
+    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`projects.compat.cpu_ddp`)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from attn_ops.compat.cpu_ddp import setup_cpu_distributed
+    from projects.compat.cpu_ddp import setup_cpu_distributed
     setup_cpu_distributed(cfg, cfg.get('launcher', 'none'))
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 

@@ -6,7 +6,7 @@
 The registry scope comes from the config's ``default_scope`` and its ``custom_imports``;
 nothing here is specific to one task. ``--resume`` without a path resumes from the latest
 checkpoint in the work dir (``last_checkpoint``); with a path, from that file. Checkpoints load
-with ``torch.load(weights_only=True)`` and an allowlist (see ``attn_ops.compat.checkpoint``).
+with ``torch.load(weights_only=True)`` and an allowlist (see ``projects.compat.checkpoint``).
 
 Distributed: ``torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch``; without
 CUDA the processes use the gloo backend.

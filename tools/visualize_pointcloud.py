@@ -143,7 +143,7 @@ def show_interactive(points, views) -> None:
     if not os.environ.get('DISPLAY') and not os.environ.get('WAYLAND_DISPLAY'):
         print_log('--show: no display found, pictures were written only', logger='current')
         return
-    from attn_ops.compat.open3d import import_open3d
+    from projects.compat.open3d import import_open3d
     o3d = import_open3d()
     shift = np.ptp(points[:, 0]) * 1.2 + 1e-6
     geoms = []

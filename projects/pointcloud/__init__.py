@@ -1,14 +1,11 @@
 """Point clouds: PCT networks, datasets, transforms, metrics and point ops (scope ``pointcloud``).
 
-Importing this package (configs do it through ``custom_imports``) installs the checkpoint
-allowlist (``torch.load(weights_only=True)`` on mmengine checkpoints) and registers every
-component in the point-cloud registries of :mod:`projects.pointcloud.registry`.
+Importing this package (configs do it through ``custom_imports``) registers every component in
+the point-cloud registries of :mod:`projects.pointcloud.registry`. The runtime patches (the
+checkpoint allowlist among them) are installed by :func:`projects.runtime.install_compat`, which
+every tool calls through :func:`projects.runtime.load_config`.
 """
 import sys
-
-from attn_ops.compat import checkpoint as _checkpoint
-
-_checkpoint.install()
 
 from . import point_ops  # noqa: E402,F401
 from . import registry  # noqa: E402

@@ -225,7 +225,7 @@ class Open3DRenderer:
     name = 'open3d'
 
     def __init__(self, point_size: float = 3.0, background=BACKGROUND):
-        from attn_ops.compat.open3d import import_open3d
+        from projects.compat.open3d import import_open3d
         self.o3d = import_open3d()
         self.point_size = point_size
         self.background = tuple(background)
@@ -555,7 +555,7 @@ def read_cloud(path: str, index: int | None = None, label_column: int | None = N
     suffix = osp.splitext(path)[1].lower()
     colors = labels = None
     if suffix in ('.ply', '.pcd'):
-        from attn_ops.compat.open3d import import_open3d
+        from projects.compat.open3d import import_open3d
         cloud = import_open3d().io.read_point_cloud(path)
         points = np.asarray(cloud.points)
         if len(points) == 0:

@@ -1,15 +1,13 @@
 """mmsegmentation integration: decode heads over ATTENTION ops and the synthetic demo dataset.
 
-Importing this package (configs do it through ``custom_imports``) first installs the runtime
-patches that mmseg needs on this stack (pure-PyTorch ``mmcv.ops`` stand-ins when compiled mmcv
-is absent; the checkpoint allowlist for ``torch.load(weights_only=True)``), then registers the
-heads and the dataset in mmseg's registries.
+Importing this package (configs do it through ``custom_imports``) registers the heads and the
+dataset in mmseg's registries. mmseg imports ``mmcv.ops`` unguarded, so the runtime patches
+(:func:`projects.runtime.install_compat`, the one place that installs them) must be in place
+before mmseg is imported; this package calls it first.
 """
-from attn_ops.compat import checkpoint as _checkpoint
-from attn_ops.compat import mmcv_ops as _mmcv_ops
+from ..runtime import install_compat
 
-_mmcv_ops.install()
-_checkpoint.install()
+install_compat()
 
 from .attn_head import AttnHead  # noqa: E402
 from .demo_shapes import DemoShapesDataset  # noqa: E402

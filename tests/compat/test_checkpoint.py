@@ -8,7 +8,7 @@ import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from attn_ops.compat import checkpoint as ckpt
+from projects.compat import checkpoint as ckpt
 
 
 class _WritesMarker:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attn_ops.compat import mmcv_ops
+from projects.compat import mmcv_ops
 
 mmcv_ops.install()
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from attn_ops.compat.checkpoint import install as install_checkpoint_allowlist, load_checkpoint_file
+from projects.compat.checkpoint import install as install_checkpoint_allowlist, load_checkpoint_file
 
 install_checkpoint_allowlist()
 

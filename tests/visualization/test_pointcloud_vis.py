@@ -89,7 +89,7 @@ def _parse_ply(path):
 
 
 def test_ply_round_trip(tmp_path, two_blobs):
-    from attn_ops.compat.open3d import import_open3d
+    from projects.compat.open3d import import_open3d
     pts, labels = two_blobs
     colors = colorize(labels, class_palette(2))
     path = write_ply(str(tmp_path / 'cloud.ply'), pts, colors, labels)

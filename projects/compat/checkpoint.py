@@ -13,7 +13,7 @@ arrays and scalars inside it), so ``resume`` and ``load_from`` fail with
 2. replaces mmengine's loader of local files so that a file needing any other global is refused
    with :class:`CheckpointRefusedError`, naming the file and the refused globals.
 
-Both tools and both projects call ``install()`` before building a runner.
+:func:`projects.runtime.install_compat` calls :func:`install` (every tool does, through ``load_config``).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def load_checkpoint_file(filename: str, map_location=None):
         raise CheckpointRefusedError(
             f'Refused to load checkpoint "{filename}": it needs the global(s) '
             f'{", ".join(refused) or "(unknown, see below)"}, which are not on the allowlist of '
-            f'attn_ops.compat.checkpoint (torch.load runs with weights_only=True so that a '
+            f'projects.compat.checkpoint (torch.load runs with weights_only=True so that a '
             f'checkpoint cannot execute code). If you trust this file, allowlist the class with '
             f'torch.serialization.add_safe_globals([...]) before loading. torch said: '
             f'{str(err).splitlines()[0]}') from None
