@@ -20,6 +20,8 @@ Examples::
     python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
     python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
     python tools/benchmark_ops.py --ops OffsetAttention --op-kwargs '{"chunk_size": 512}' --backward
+    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 0 \
+        --tokens 16384 65536 262144 1048576 --no-peer       # every O(N) op up to a million tokens
 """
 from __future__ import annotations
 
@@ -151,7 +153,8 @@ def build(name: str, dim: int, **kwargs) -> nn.Module:
 def run(opts) -> list[dict]:
     device = torch.device(opts.device)
     torch.manual_seed(0)
-    names = opts.ops or sorted(ATTENTION.module_dict)
+    names = opts.ops or sorted(n for n in ATTENTION.module_dict
+                               if not opts.linear or ATTENTION.get(n).complexity == 'O(N)')
     rows = []
     for name in names:
         for n in opts.tokens:
@@ -239,6 +242,7 @@ def _plot(rows, out: Path) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--ops', nargs='+', help='registered op names (default: all)')
+    p.add_argument('--linear', action='store_true', help='only the ops linear in N (complexity O(N))')
     p.add_argument('--tokens', nargs='+', type=int, default=[256, 1024, 4096])
     p.add_argument('--dim', type=int, default=64)
     p.add_argument('--batch', type=int, default=2)

@@ -4,7 +4,7 @@ import torch
 
 from attn_ops import ATTENTION
 from tests.ops.common import (Case, PeerCase, batch_norm_eval, build, catalogue_test, conv1x1, formula_test,
-                              gradcheck_test, linear, softmax, zero_rows)
+                              gradcheck_test, lengths_mask, linear, softmax, zero_rows)
 
 EPS = 1e-9   # the official L1 offset
 
@@ -134,3 +134,58 @@ def test_block_memories_tied_at_init_and_trained_apart():
 def test_bad_constructor_arguments(cfg, match):
     with pytest.raises(ValueError, match=match):
         ATTENTION.build(cfg)
+
+
+# ----------------------------------------------------------------------------- the fused path
+FUSED = [dict(type='ExternalAttention', dim=8, S=6), dict(type='MultiHeadExternalAttention', dim=8, num_heads=2, coef=2)]
+
+
+@pytest.mark.parametrize('cfg', FUSED, ids=lambda c: c['type'])
+def test_fused_chunked_and_recomputed_paths_equal_the_explicit_one(cfg, monkeypatch):
+    """The default (fused) path, the same with the N x S map recomputed, and the chunked path
+    (maps formed a few tokens at a time) all equal the explicit double normalisation, outputs and
+    gradients, with padding."""
+    from attn_ops.ops import external
+    op = build(cfg, torch.float64)
+    x = torch.randn(3, 13, 8, dtype=torch.float64, requires_grad=True)
+    mask = lengths_mask([13, 6, 0], 13)
+    g = torch.randn(3, 13, 8, dtype=torch.float64)
+    ref, _ = op(x, mask=mask, return_attn=True)
+    want = torch.autograd.grad((ref * g).sum(), [x, *op.parameters()])
+    variants = [dict(recompute=False), dict(recompute=True), dict(recompute=False, budget=4 * 6 * 2)]
+    for v in variants:
+        monkeypatch.setattr(external, 'MAP_BUDGET', v.get('budget', external.MAP_BUDGET))
+        op.recompute = v['recompute']
+        out = op(x, mask=mask)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+        got = torch.autograd.grad((out * g).sum(), [x, *op.parameters()], allow_unused=True)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_fused_path_keeps_at_most_one_map_for_backward():
+    """The explicit path keeps two N x S maps (the softmax and the normalised one, as the
+    catalogue); the fused path one, and none with recompute=True."""
+    from tools.benchmark_ops import saved_bytes
+    n, s, c = 2048, 32, 16
+    x = torch.randn(1, n, c, requires_grad=True)
+    one_map, x_bytes = n * s * 4, n * c * 4
+    fused = ATTENTION.build(dict(type='ExternalAttention', dim=c, S=s))
+    explicit = saved_bytes(lambda t: fused(t, return_attn=True)[0], (x,))
+    assert explicit >= x_bytes + 2 * one_map
+    assert x_bytes + one_map <= saved_bytes(fused, (x,)) < x_bytes + 1.1 * one_map
+    fused.recompute = True
+    assert saved_bytes(fused, (x,)) < x_bytes + 0.1 * one_map
+
+
+def test_multi_head_key_bias_cancels_in_the_softmax():
+    """linear_0's bias adds a constant per unit to the logits of every token: the softmax over
+    the tokens removes it, so it changes nothing and its gradient is zero."""
+    op = build(dict(type='MultiHeadExternalAttention', dim=8, num_heads=2, coef=2), torch.float64)
+    x = torch.randn(2, 9, 8, dtype=torch.float64)
+    y = op(x)
+    with torch.no_grad():
+        op.linear_0.bias.add_(3.0)
+    torch.testing.assert_close(op(x), y)
+    op(x).square().sum().backward()
+    assert op.linear_0.bias.grad.abs().max() < 1e-10
