@@ -408,9 +408,10 @@ class PyramidSplitAttention(AttentionOp):
     Catalogue: differs: its convolutions and SE blocks sit in plain Python lists, so it registers
     no parameter (an empty state_dict: never trained, moved or saved); it writes the branch outputs
     into a view of its input (the caller's tensor is overwritten, a leaf input that requires grad
-    fails, and no backward pass runs: autograd's saved inputs are overwritten); its branches convolve C / S-channel splits with one SE block each (bias-free,
-    r = 4) where the official code convolves the whole input in groups with one shared SE weight
-    module; we follow the official EPSANet
+    fails, and no backward pass runs: autograd's saved inputs are overwritten); its branches
+    convolve C / S-channel splits with one SE block each (bias-free, r = 4) where the official code
+    convolves the whole input in groups with one shared SE weight module; we follow the official
+    EPSANet
     """
 
     layout = MAP

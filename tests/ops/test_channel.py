@@ -363,8 +363,11 @@ def test_catalogue_parnet_skip_branch_lacks_its_batch_norm():
     x = torch.randn(2, 16, 5, 6)
     with torch.no_grad():
         assert (op(x) - run_peer(op, theirs, x)).abs().max() > 1e-2
-        norm = op.skip_norm
-        norm.weight.fill_(1.0), norm.bias.zero_(), norm.running_mean.zero_(), norm.running_var.fill_(1.0 - norm.eps)
+        norm = op.skip_norm                       # eval BN with these statistics is the identity
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
+        norm.running_mean.zero_()
+        norm.running_var.fill_(1.0 - norm.eps)
         theirs = build_peer(op)
         assert (op(x) - run_peer(op, theirs, x)).abs().max() < 1e-5
 
@@ -410,7 +413,8 @@ def test_sge_is_equivariant_to_a_permutation_of_groups():
     chans = (perm[:, None] * 3 + torch.arange(3)).flatten()
     permuted = build(dict(type='SpatialGroupEnhance', dim=12, groups=4), torch.float64)
     with torch.no_grad():
-        permuted.weight.copy_(op.weight[:, perm]), permuted.bias.copy_(op.bias[:, perm])
+        permuted.weight.copy_(op.weight[:, perm])
+        permuted.bias.copy_(op.bias[:, perm])
         torch.testing.assert_close(permuted(x[:, chans]), op(x)[:, chans])
 
 
@@ -435,7 +439,8 @@ def test_sk_selection_is_invariant_to_the_order_of_branches():
         for i, j in ((0, 2), (1, 1), (2, 0)):
             rev.branches[i].load_state_dict(op.branches[j].state_dict())
             rev.select.weight[i * 8:(i + 1) * 8] = op.select.weight[j * 8:(j + 1) * 8]
-        rev.fc.load_state_dict(op.fc.state_dict()), rev.fc_norm.load_state_dict(op.fc_norm.state_dict())
+        rev.fc.load_state_dict(op.fc.state_dict())
+        rev.fc_norm.load_state_dict(op.fc_norm.state_dict())
         x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
         torch.testing.assert_close(rev(x), op(x))
 
@@ -470,12 +475,14 @@ def test_ops_with_norms_take_norm_cfg():
 @pytest.mark.parametrize('cfg,match', [
     (dict(type='SEAttention', dim=16, reduction=0), 'reduction must be a positive integer, got 0'),
     (dict(type='SKAttention', dim=16, groups=3), 'groups=3 must divide dim=16'),
-    (dict(type='SKAttention', dim=16, kernels=(3, 4)), r'kernels must be odd positive sizes, one per branch, got \(3, 4\)'),
+    (dict(type='SKAttention', dim=16, kernels=(3, 4)),
+     r'kernels must be odd positive sizes, one per branch, got \(3, 4\)'),
     (dict(type='ECAAttention', dim=16, kernel_size=4), 'kernel_size must be an odd positive integer or None'),
     (dict(type='SpatialGroupEnhance', dim=16, groups=5), 'groups=5 must divide dim=16'),
     (dict(type='ShuffleAttention', dim=15), 'dim must be even'),
     (dict(type='ShuffleAttention', dim=16, groups=3), r'groups=3 must divide dim // 2=8'),
-    (dict(type='PyramidSplitAttention', dim=18), r'dim=18 must be divisible by the number of branches S=len\(kernels\)=4'),
+    (dict(type='PyramidSplitAttention', dim=18),
+     r'dim=18 must be divisible by the number of branches S=len\(kernels\)=4'),
     (dict(type='PyramidSplitAttention', dim=16, groups=(1, 2)), r'groups needs one entry per kernel \(4\)'),
     (dict(type='PyramidSplitAttention', dim=16, groups=(1, 2, 3, 4)), r'every group count must divide dim // S=4'),
 ])
