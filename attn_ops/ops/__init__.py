@@ -5,3 +5,5 @@ from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
 from .criss_cross import CrissCrossAttention  # noqa: F401
+from .channel import (ECAAttention, ParNetAttention, PyramidSplitAttention, S2Attention, SEAttention,  # noqa: F401
+                      ShuffleAttention, SKAttention, SpatialGroupEnhance)
