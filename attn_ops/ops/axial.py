@@ -20,7 +20,7 @@ from ..registry import ATTENTION
 from .base import AttentionOp
 from .dot_product import merge_heads, split_heads
 from .layers import float32_math, upcast
-from .window import NEG_INF, attend_biased, default_heads, relative_position_index, resize_relative_table
+from .window import NEG_INF, attend_biased, default_heads, relative_bias, resize_relative_table
 
 
 class AxialPass(nn.Module):
@@ -214,8 +214,7 @@ class RelativeAttention2d(AttentionOp):
 
     def position_bias(self, h: int, w: int) -> Tensor:
         """(heads, N, N): w_{i-j} for an h x w map."""
-        table = resize_relative_table(self.relative_position_bias_table, h, w).flatten(1)
-        return table[:, relative_position_index(h, w, table.device)]
+        return relative_bias(resize_relative_table(self.relative_position_bias_table, h, w), h, w)
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)

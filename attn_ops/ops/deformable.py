@@ -65,7 +65,8 @@ class DeformableAttention(AttentionOp):
 
     softmax over the H/r x W/r sampled keys; :math:`\phi` bilinear sampling, ``R`` the normalised
     displacements between queries and samples, the offset in normalised units
-    ``s tanh(o) / (H/r - 1)`` (at most s/2 reference cells, as DAT's code).
+    ``s tanh(o) / (H/r - 1)`` (at most s/2 reference cells, as DAT's code; none along an axis of one
+    pixel).
 
     Args:
         dim: channels C. num_heads: heads (None: DAT's head width of 32, dim // 32).
@@ -84,9 +85,10 @@ class DeformableAttention(AttentionOp):
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns (B, heads, N, N)
     (``local`` form): the weights over the samples before dropout splatted bilinearly onto the
-    pixels they were sampled from, so that the value term of the output is exactly
-    ``W_v (A x) + b_v``; a row sums to one less the weight of samples that fell beyond the map;
-    :meth:`dense_attention` returns them unchanged. Cost O(N^2 C / r^2).
+    pixels they were sampled from (a sample's channels come from each offset group's own position:
+    the splats of the groups are averaged), so that with one group the value term of the output is
+    exactly ``W_v (A x) + b_v``; a row sums to one less the weight of samples that fell beyond the
+    map; :meth:`dense_attention` returns them unchanged. Cost O(N^2 C / r^2).
 
     Catalogue: differs: its reference points (and the query positions of the bias) are
     (j + 0.5) / W_r * 2 - 1, a half-pixel grid, while it samples with align_corners=True, so with
@@ -168,10 +170,10 @@ class DeformableAttention(AttentionOp):
         y = self.proj_drop(self.proj_out(out.transpose(-2, -1).reshape(b, c, h, w)))
         if not return_attn:
             return y
-        with float32_math(x):
-            splat = bilinear_splat(pos.reshape(b, g, 1, -1, 2), (h, w))            # (B, g, 1, S, N)
-            dense = upcast(weights).view(b, g, heads // g, h * w, -1) @ splat
-        return y, dense.view(b, heads, h * w, h * w).to(weights.dtype)
+        with float32_math(x):     # a sample's channels come from every group's own position: the mean
+            splat = bilinear_splat(pos.reshape(b, g, -1, 2), (h, w)).mean(dim=1)   # (B, S, N)
+            dense = upcast(weights) @ splat[:, None]
+        return y, dense.to(weights.dtype)
 
     def position_bias(self, pos: Tensor, hw: Sequence[int]) -> Tensor:
         """(B, heads, N, S): the table read bilinearly at (query - sample) / 2, both normalised."""

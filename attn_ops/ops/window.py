@@ -56,7 +56,16 @@ def attend_biased(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], dropo
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if not return_attn:
         mask = bias if bias is None or bias.dtype == torch.bool else bias.to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        if q.dim() == 4:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        # SDPA's fused CPU kernels take (B, heads, N, d): fold the group axes into the heads
+        b, lead = q.shape[0], q.shape[1:-2]
+        if mask is not None:
+            mask = mask.view((1,) * (q.dim() - mask.dim()) + tuple(mask.shape))
+            mask = mask.expand(mask.shape[0], *lead, *mask.shape[-2:]).reshape(mask.shape[0], -1, *mask.shape[-2:])
+        out = F.scaled_dot_product_attention(*(t.reshape(b, -1, *t.shape[-2:]) for t in (q, k, v)), attn_mask=mask,
+                                             dropout_p=dropout_p, scale=scale)
+        return out.view(*q.shape[:-1], v.shape[-1])
     with float32_math(q):
         logits = (upcast(q) * scale) @ upcast(k).transpose(-2, -1)
         if bias is not None:
@@ -134,6 +143,13 @@ def relative_position_index(h: int, w: int, device=None) -> Tensor:
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing='ij')
     ys, xs = ys.flatten(), xs.flatten()
     return (ys[:, None] - ys[None, :] + h - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)
+
+
+def relative_bias(table: Tensor, h: int, w: int) -> Tensor:
+    """(heads, N, N) with entry (i, j) = ``table[:, y_i - y_j + h - 1, x_i - x_j + w - 1]`` for a table
+    (heads, 2h - 1, 2w - 1) (Swin's indexing, read as sliding windows of the flipped table: one copy)."""
+    windows = table.flip(-2, -1).unfold(-2, h, 1).unfold(-2, w, 1)                 # (heads, h, w, h, w)
+    return windows.flip(-4, -3).reshape(table.shape[0], h * w, h * w)
 
 
 def resize_relative_table(table: Tensor, h: int, w: int) -> Tensor:
@@ -568,8 +584,7 @@ class MOAGlobalAttention(AttentionOp):
         keys = F.unfold(z, m + 2, padding=1, stride=m).transpose(1, 2)           # (B, n, r (w+2)^2)
         q = self.q(queries).unflatten(-1, (heads, c // heads)).transpose(1, 2)    # (B, h, n, d)
         k, v = self.kv(keys).unflatten(-1, (2, heads, c // heads)).permute(2, 0, 3, 1, 4)
-        table = resize_relative_table(self.relative_position_bias_table, nh, nw).flatten(1)
-        bias = table[:, relative_position_index(nh, nw, x.device)]                # (h, n, n)
+        bias = relative_bias(resize_relative_table(self.relative_position_bias_table, nh, nw), nh, nw)
         out = attend_biased(q, k, v, bias, self.attn_drop if self.training else 0.0, return_attn)
         out, weights = out if return_attn else (out, None)
         out = self.proj_drop(self.proj(out.transpose(1, 2).flatten(-2)))           # (B, n, C)
