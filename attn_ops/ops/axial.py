@@ -87,8 +87,8 @@ class AxialAttention(AttentionOp):
 
     Args:
         dim: channels C (divisible by ``num_heads``). num_heads: heads (Axial-DeepLab: 8 groups).
-        span: m, odd (Axial-DeepLab's span for dense prediction: 65; an axis of at most (m + 1) / 2
-            pixels is attended globally). positional: Axial-DeepLab's terms (True) or none.
+        span: m, odd (65, Axial-DeepLab's span for segmentation; an axis of at most (m + 1) / 2 pixels
+            is attended globally). positional: Axial-DeepLab's terms (True) or none (Ho et al.).
         sequential: the row pass reads the column pass's output (True, Axial-DeepLab's height then
             width) or both read the input and their outputs are summed (False).
         qkv_bias (False), attn_drop, proj_drop: as the other ops.

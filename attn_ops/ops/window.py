@@ -198,8 +198,9 @@ class WindowAttention(AttentionOp):
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
     (B, heads, G, M^2, M^2) before dropout (``local`` form: G windows of the padded, shifted map,
-    [query, key] slots row-major in the window; rows sum to one over the keys, slots beyond the map
-    get zero); :meth:`dense_attention` scatters them to (B, heads, N, N). Cost O(N M^2 C).
+    [query, key] slots row-major in the window; rows sum to one over the keys; slots beyond the map
+    get zero weight from the map's pixels, and their own rows, which attend to themselves, are
+    dropped); :meth:`dense_attention` scatters them to (B, heads, N, N). Cost O(N M^2 C).
 
     Catalogue: equal (DAT's ``LocalAttention`` for shift = 0 and ``ShiftWindowAttention`` for
     shift > 0, which need H and W divisible by M and fix the map size at construction)
@@ -295,17 +296,18 @@ class HaloAttention(AttentionOp):
     heads, ``q``, ``k``, ``v`` linear layers without bias, an output projection.
 
     Args:
-        dim: channels C (divisible by ``num_heads``). num_heads: heads (HaloNet: 8).
+        dim: channels C (divisible by ``num_heads``). num_heads: heads (8, as the catalogue and timm).
         block_size: b (HaloNet: 8). halo_size: h (HaloNet: 3). attn_drop, proj_drop: dropout rates.
 
     Any H x W: the map is padded to a multiple of b; padded pixels and the halo beyond the map are
     masked as keys. Initialisation: relative embeddings ~ N(0, 1/d); linear layers PyTorch's default.
     The fused path folds the relative logits into SDPA (queries carry their row and column logits,
-    keys a one-hot of their row and column), so no b^2 x (b + 2h)^2 logits are kept.
+    keys a one-hot of their row and column), so no b^2 x (b + 2h)^2 logits are kept, at the price
+    of 2(b + 2h) more channels in the q.k products (counted in the op table's FLOPs).
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
     (B, heads, G, b^2, (b + 2h)^2) before dropout (``local`` form: G blocks, [query in the block,
-    key in the window] row-major; rows sum to one, keys beyond the map get zero);
+    key in the window] row-major; rows sum to one, keys beyond the map get zero weight);
     :meth:`dense_attention` scatters them to (B, heads, N, N). Cost O(N (b + 2h)^2 C).
 
     Catalogue: differs: it masks the wrong keys (its mask is True at the map's pixels and is used
@@ -431,7 +433,8 @@ class CrossFormerAttention(AttentionOp):
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
     (B, heads, n_groups, T, T) before dropout (``local`` form: T slots per group, row-major in
-    group coordinates; rows sum to one, slots beyond the map get zero); :meth:`dense_attention`
+    group coordinates; rows sum to one; slots beyond the map get zero weight from the map's pixels,
+    their own rows are dropped); :meth:`dense_attention`
     scatters them to (B, heads, N, N). Cost O(N G^2 C) for SDA, O(N^2 C / I^2) for LDA.
 
     Catalogue: differs: its DPB hidden width is dim // 16 (``DynamicPosBias(dim // 4)`` divides by
@@ -478,10 +481,8 @@ class CrossFormerAttention(AttentionOp):
         """(heads, T, T): the DPB of every pair of a gh x gw group."""
         ys = torch.arange(1 - gh, gh, device=device, dtype=dtype)
         xs = torch.arange(1 - gw, gw, device=device, dtype=dtype)
-        offsets = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1).view(-1, 2)
-        table = self.pos(offsets)                                                  # ((2gh-1)(2gw-1), heads)
-        t = gh * gw
-        return table[relative_position_index(gh, gw, device).flatten()].view(t, t, -1).permute(2, 0, 1)
+        offsets = torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)       # (2gh-1, 2gw-1, 2)
+        return relative_bias(self.pos(offsets).permute(2, 0, 1), gh, gw)
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
