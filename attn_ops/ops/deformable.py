@@ -92,8 +92,8 @@ class DeformableAttention(AttentionOp):
 
     Catalogue: differs: its reference points (and the query positions of the bias) are
     (j + 0.5) / W_r * 2 - 1, a half-pixel grid, while it samples with align_corners=True, so with
-    zero offsets at stride 1 the keys fall between pixels (squeezed half a pixel towards the centre)
-    and the bias reads the table between entries; its bias table is fixed to the construction size
+    zero offsets at stride 1 the keys fall between pixels (squeezed towards the centre by up to half
+    a pixel) and the bias reads the table between entries; its bias table is fixed to the construction size
     (another map size fails); we follow the paper (equal to the catalogue given our reference grid,
     offset scale s / (W_r - 1) and map size)
     """

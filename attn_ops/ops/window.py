@@ -302,8 +302,9 @@ class HaloAttention(AttentionOp):
     Any H x W: the map is padded to a multiple of b; padded pixels and the halo beyond the map are
     masked as keys. Initialisation: relative embeddings ~ N(0, 1/d); linear layers PyTorch's default.
     The fused path folds the relative logits into SDPA (queries carry their row and column logits,
-    keys a one-hot of their row and column), so no b^2 x (b + 2h)^2 logits are kept, at the price
-    of 2(b + 2h) more channels in the q.k products (counted in the op table's FLOPs).
+    keys a one-hot of their row and column), so no b^2 x (b + 2h)^2 logits or weights are kept for
+    the backward pass, at the price of 2(b + 2h) more channels in the q.k and a.v products (counted
+    in the op table's FLOPs): less activation memory than the explicit form, more time on CPU.
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
     (B, heads, G, b^2, (b + 2h)^2) before dropout (``local`` form: G blocks, [query in the block,
@@ -358,9 +359,9 @@ class HaloAttention(AttentionOp):
         heads, d, win = self.num_heads, c // self.num_heads, self.block_size + 2 * self.halo_size
         q_index = window_index(h, w, (self.block_size, self.block_size), device=x.device)
         k_index = halo_index(h, w, self.block_size, self.halo_size, x.device)
-        tokens = F.pad(x.flatten(2), (0, 1)).transpose(1, 2)                      # (B, N + 1, C)
-        q = self.q(tokens[:, q_index]).unflatten(-1, (heads, d)).permute(0, 3, 1, 2, 4) * d ** -0.5
-        k, v = self.kv(tokens[:, k_index]).unflatten(-1, (2, heads, d)).permute(3, 0, 4, 1, 2, 5)
+        tokens = F.pad(x.flatten(2), (0, 1)).transpose(1, 2)                      # (B, N + 1, C), last row 0
+        q = self.q(tokens)[:, q_index].unflatten(-1, (heads, d)).permute(0, 3, 1, 2, 4) * d ** -0.5
+        k, v = self.kv(tokens)[:, k_index].unflatten(-1, (2, heads, d)).permute(3, 0, 4, 1, 2, 5)
         lh, lw = self._relative_logits(q)                                          # (B, h, G, T, win)
         valid = (k_index >= 0)[:, None, :]                                         # (G, 1, S)
         drop = self.attn_drop if self.training else 0.0
@@ -373,7 +374,8 @@ class HaloAttention(AttentionOp):
             onehot = torch.cat([eye.repeat_interleave(win, 0), eye.repeat(win, 1)], dim=-1)   # (S, 2 win)
             q = torch.cat([q, lh.to(q.dtype), lw.to(q.dtype)], dim=-1)
             k = torch.cat([k, onehot.to(k.dtype).expand(*k.shape[:-1], 2 * win)], dim=-1)
-            out = attend_biased(q, k, v, valid, drop, False, scale=1.0)
+            v = F.pad(v, (0, 2 * win))       # SDPA's fused kernels want one width for q, k and v
+            out = attend_biased(q, k, v, valid, drop, False, scale=1.0)[..., :d]
         out = self.proj_drop(self.proj(out.permute(0, 2, 3, 1, 4).flatten(-2)))    # (B, G, T, C)
         y = ungroup_tokens(out, q_index, (h, w))
         return (y, weights) if return_attn else y
