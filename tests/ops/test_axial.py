@@ -137,6 +137,20 @@ def test_catalogue_coatnet_attention_ignores_positions_ours_does_not():
     torch.testing.assert_close(bias[:, :, 2, :, 0], bias[:, :, 3, :, 1])
 
 
+def test_catalogue_axial_attention_has_no_positional_terms():
+    """Reversing the rows of a one-column map reverses the catalogue's output (Ho et al.'s layer relies
+    on positional embeddings added outside it); Axial-DeepLab's terms (our default) break that."""
+    pytest.importorskip('fightingcv_attention')
+    from tools.peers.catalogue import build_peer, run_peer
+    plain = build(dict(type='AxialAttention', dim=16, num_heads=2, positional=False, sequential=False), std=0.2)
+    x = torch.randn(1, 16, 7, 1)
+    with torch.no_grad():
+        theirs = build_peer(plain)
+        torch.testing.assert_close(run_peer(plain, theirs, x.flip(2)), run_peer(plain, theirs, x).flip(2))
+        ours = build(dict(type='AxialAttention', dim=16, num_heads=2), std=0.2)
+        assert (ours(x.flip(2)) - ours(x).flip(2)).abs().max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- properties
 def test_axial_dense_attention_composes_the_two_passes():
     """Sequential: the dense map is the row pass's times the column pass's (rows sum to one); summed:

@@ -168,6 +168,19 @@ def test_catalogue_bias_table_is_fixed_to_its_construction_size():
     assert ours(torch.randn(1, 16, 8, 8)).shape == (1, 16, 8, 8)
 
 
+@pytest.mark.parametrize('option,error', [('no_off', "no attribute 'fill'"), ('fixed_pe', "no attribute 'n_sample'")])
+def test_catalogue_options_that_cannot_run(option, error):
+    """Two DAttentionBaseline options crash in forward (``offset.fill`` does not exist; ``self.n_sample``
+    is never set); ours offers neither (zero offsets are a zero ``offset_proj``, the bias is the table)."""
+    pytest.importorskip('fightingcv_attention')
+    from tools.peers.catalogue import PEERS, catalogue_class
+    cls = catalogue_class(PEERS['DeformableAttention'])
+    flags = {'no_off': False, 'fixed_pe': False, option: True}
+    theirs = cls((6, 6), (6, 6), 2, 8, 1, 0.0, 0.0, 1, 2.0, True, False, flags['no_off'], flags['fixed_pe'], 2)
+    with pytest.raises(AttributeError, match=error):
+        theirs(torch.randn(1, 16, 6, 6))
+
+
 # ----------------------------------------------------------------------------- properties
 def test_offsets_are_bounded_by_half_the_factor_in_reference_cells():
     """|offset| <= s / 2 cells of the reference grid, reached when the offset network saturates."""
