@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from projects.colors import class_palette, colorize
-from projects.pointcloud.datasets import ModelNet40Dataset, read_h5_clouds
+from projects.pointcloud.datasets import ModelNet40Dataset
 from projects.pointcloud.visualization import check_cloud, read_cloud, read_labels, write_ply
 from tests.visualization.helpers import parse_ply, rgb_of
 
@@ -30,28 +30,6 @@ def test_hdf5_read_by_the_visualizer_is_the_dataset_loaders_sample(tmp_path):
         sample, cloud = ds.get_sample(i), read_cloud(str(fn), index=k)
         np.testing.assert_array_equal(cloud['points'], sample['pos'])
         assert cloud['labels'].tolist() == [sample['label']] and cloud['colors'] is None
-
-
-def test_read_h5_clouds_shapes_and_errors(tmp_path):
-    path = str(tmp_path / 'part.h5')
-    data = np.random.default_rng(0).normal(size=(3, 50, 3)).astype(np.float64)
-    with h5py.File(path, 'w') as f:
-        f['data'] = data
-        f['label'] = np.array([[0], [1], [2]], np.uint8)
-        f['pid'] = np.arange(150).reshape(3, 50) % 4
-    every = read_h5_clouds(path)
-    assert sorted(every) == ['data', 'label', 'pid']
-    assert every['data'].dtype == np.float32 and every['data'].shape == (3, 50, 3)
-    assert every['label'].tolist() == [0, 1, 2] and every['pid'].dtype == np.int64
-    one = read_h5_clouds(path, 2)
-    np.testing.assert_array_equal(one['data'], data[2].astype(np.float32))
-    assert one['label'].shape == () and int(one['label']) == 2 and one['pid'].shape == (50,)
-    with pytest.raises(KeyError, match=r"Mine: .*part.h5 has no \['normal'\] dataset \(keys: \['data', 'label', 'pid'\]\)"):
-        read_h5_clouds(path, require=('data', 'normal'), owner='Mine')
-    with pytest.raises(IndexError, match='HDF5: index 3 out of range: .*part.h5 holds 3 clouds'):
-        read_h5_clouds(path, 3)
-    with pytest.raises(FileNotFoundError, match='HDF5 file not found: .*nope.h5'):
-        read_h5_clouds(str(tmp_path / 'nope.h5'))
 
 
 def test_read_cloud_formats(tmp_path):
