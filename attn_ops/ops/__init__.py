@@ -5,3 +5,5 @@ from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
 from .criss_cross import CrissCrossAttention  # noqa: F401
+from .nonlocal_ import ACmix, ChannelAttention, CoTAttention, DoubleAttention, DualAttention, PositionAttention  # noqa: F401
+from .pooling import ResidualAttention  # noqa: F401
