@@ -73,7 +73,9 @@ class PositionAttention(AttentionOp):
     convolution C -> C (all with bias, PyTorch's default initialisation), ``gamma`` a learnable
     scalar starting at 0, so the block starts as the identity. Parameter names (``query_conv``,
     ``key_conv``, ``value_conv``, ``gamma.scale``) follow the official ``PAM_Module`` and mmseg's PAM.
-    The fused path runs :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale=1``.
+    The fused path runs :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale=1``
+    on queries and keys zero-padded to C channels (its fused kernels need equal widths; without them
+    it would keep the N x N weights), so no N x N matrix is kept.
 
     Args:
         dim: channels C (at least ``reduction``).
@@ -109,15 +111,16 @@ class PositionAttention(AttentionOp):
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
         b, c, h, w = x.shape
-        q, k, v = (conv(x).flatten(2).transpose(1, 2).unsqueeze(1)
+        q, k, v = (conv(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
                    for conv in (self.query_conv, self.key_conv, self.value_conv))       # (B, 1, N, d)
         if return_attn:
             with float32_math(x):
                 weights = (upcast(q) @ upcast(k).transpose(-2, -1)).softmax(dim=-1)
             weights = weights.to(v.dtype)
             out = weights @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        else:   # zero-padded to the value width, q.k unchanged: SDPA's fused kernels need equal widths
+            pad = (0, v.shape[-1] - q.shape[-1])
+            out = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), v, scale=1.0)
         out = self.gamma(out[:, 0].transpose(1, 2).reshape(b, c, h, w)) + x
         return (out, weights) if return_attn else out
 

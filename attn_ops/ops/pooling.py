@@ -113,22 +113,32 @@ class ResidualAttention(AttentionOp):
         self.check_input(x, mask, return_attn)
         tokens = map_to_tokens(x) if x.dim() == 4 else x
         scores = self.scores(tokens)
-        b, n = tokens.shape[:2]
-        real = (mask if mask is not None else tokens.new_ones(b, n, dtype=torch.bool))[:, None, None, :]
+        real = mask[:, None, None, :] if mask is not None else None                   # (B, 1, 1, N)
         with float32_math(x):
-            s = upcast(scores)                                                      # (B, heads, K, N)
-            base = s.masked_fill(~real, 0.0).sum(dim=-1) / real.sum(dim=-1).clamp(min=1)   # mean of real
-            logits = s.masked_fill(~attend_mask(real), float('-inf'))
+            s = upcast(scores)                                                        # (B, heads, K, N)
+            if real is None:
+                base, logits = s.mean(dim=-1), s
+            else:      # real tokens only; a sample without any attends to all (zeroed below)
+                base = s.masked_fill(~real, 0.0).sum(dim=-1) / real.sum(dim=-1).clamp(min=1)
+                logits = s.masked_fill(~attend_mask(real), float('-inf'))
             weights, attended = [], []
             for h, t in enumerate(self.temperatures):
-                if math.isinf(t):    # max pooling; its weights are the one-hot of the (first) max
+                if math.isinf(t):    # max pooling
                     attended.append(logits[:, h].amax(dim=-1))
-                    w = torch.zeros_like(s[:, h]).scatter_(-1, logits[:, h].argmax(dim=-1, keepdim=True), 1.0)
+                    if return_attn:  # its weights: the one-hot of the (first) max
+                        weights.append(torch.zeros_like(s[:, h]).scatter_(
+                            -1, logits[:, h].argmax(dim=-1, keepdim=True), 1.0))
                 else:
                     w = (logits[:, h] * t).softmax(dim=-1)
                     attended.append((w * s[:, h]).sum(dim=-1))
-                weights.append(w.masked_fill(~real[:, 0], 0.0))
-            out = (base + self.lam * torch.stack(attended, dim=1)).sum(dim=1)           # (B, K)
-            out = out.masked_fill(~real[:, 0, 0].any(dim=-1, keepdim=True), 0.0)       # no real token: 0
+                    weights.append(w)
+            out = (base + self.lam * torch.stack(attended, dim=1)).sum(dim=1)          # (B, K)
+            if real is not None:
+                out = out.masked_fill(~mask.any(dim=1, keepdim=True), 0.0)             # no real token: 0
         out = out.to(scores.dtype)
-        return (out, torch.stack(weights, dim=1).to(scores.dtype)) if return_attn else out
+        if not return_attn:
+            return out
+        weights = torch.stack(weights, dim=1)
+        if real is not None:
+            weights = weights.masked_fill(~real, 0.0)
+        return out, weights.to(scores.dtype)

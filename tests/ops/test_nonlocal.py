@@ -330,6 +330,17 @@ def test_global_ops_are_equivariant_to_a_permutation_of_positions(name):
         torch.testing.assert_close(op(shuffle(x)), shuffle(op(x)), rtol=1e-5, atol=1e-5)
 
 
+def test_position_attention_fused_path_keeps_no_n_by_n_matrix():
+    """SDPA's fused kernel (queries and keys zero-padded to the value width) saves O(N C) for backward."""
+    from tools.benchmark_ops import saved_bytes
+    op = build(dict(type='PositionAttention', dim=16), train=True)
+    x = torch.randn(1, 16, 32, 32, requires_grad=True)
+    n_by_n = (32 * 32) ** 2 * 4                                      # the float32 (N, N) weights: 4 MiB
+    assert saved_bytes(op, (x,)) < n_by_n / 8
+    _, w = op(x, return_attn=True)                                   # the explicit path forms them
+    assert w.shape == (1, 1, 1024, 1024)
+
+
 def test_double_attention_is_invariant_to_a_permutation_of_its_gather_maps():
     """Relabelling the n gathered descriptors (convB and convV rows together) changes nothing."""
     op = build(dict(type='DoubleAttention', dim=16, c_n=6))
