@@ -24,11 +24,10 @@ from .base import AttentionOp
 from .layers import Scale, build_norm, float32_math, upcast
 
 
-def _conv_norm_act(dim_in: int, dim_out: int, kernel_size: int, norm_cfg: Optional[dict],
-                   act: Optional[nn.Module] = None, groups: int = 1) -> nn.Sequential:
-    """conv (no bias, 'same' padding) -> norm -> activation (ReLU unless given)."""
-    return nn.Sequential(nn.Conv2d(dim_in, dim_out, kernel_size, padding=kernel_size // 2, groups=groups, bias=False),
-                         build_norm(norm_cfg, dim_out, MAP), act if act is not None else nn.ReLU(inplace=True))
+def _conv_norm_relu(dim: int, kernel_size: int, norm_cfg: Optional[dict], groups: int = 1) -> nn.Sequential:
+    """conv C -> C (no bias, 'same' padding) -> norm -> ReLU."""
+    return nn.Sequential(nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=groups, bias=False),
+                         build_norm(norm_cfg, dim, MAP), nn.ReLU(inplace=True))
 
 
 def _kaiming_fan_out_(module: nn.Module) -> None:
@@ -222,12 +221,12 @@ class DualAttention(AttentionOp):
     def __init__(self, dim: int, reduction: int = 8, *, norm_cfg: Optional[dict] = None):
         super().__init__()
         self.dim = dim
-        self.pam_in_conv = _conv_norm_act(dim, dim, 3, norm_cfg)
+        self.pam_in_conv = _conv_norm_relu(dim, 3, norm_cfg)
         self.pam = PositionAttention(dim, reduction)
-        self.pam_out_conv = _conv_norm_act(dim, dim, 3, norm_cfg)
-        self.cam_in_conv = _conv_norm_act(dim, dim, 3, norm_cfg)
+        self.pam_out_conv = _conv_norm_relu(dim, 3, norm_cfg)
+        self.cam_in_conv = _conv_norm_relu(dim, 3, norm_cfg)
         self.cam = ChannelAttention(dim)
-        self.cam_out_conv = _conv_norm_act(dim, dim, 3, norm_cfg)
+        self.cam_out_conv = _conv_norm_relu(dim, 3, norm_cfg)
         for conv in (self.pam_in_conv, self.pam_out_conv, self.cam_in_conv, self.cam_out_conv):
             _kaiming_fan_out_(conv)
 
@@ -374,7 +373,7 @@ class CoTAttention(AttentionOp):
             raise ValueError(f'CoTAttention: kernel_size must be odd, got {kernel_size}')
         self.dim, self.kernel_size = dim, kernel_size
         groups, k2 = dim // self.share_planes, kernel_size ** 2
-        self.key_embed = _conv_norm_act(dim, dim, kernel_size, norm_cfg, groups=4)
+        self.key_embed = _conv_norm_relu(dim, kernel_size, norm_cfg, groups=4)
         self.embed = nn.Sequential(
             nn.Conv2d(2 * dim, dim // 2, 1, bias=False), build_norm(norm_cfg, dim // 2, MAP), nn.ReLU(inplace=True),
             nn.Conv2d(dim // 2, k2 * groups, 1), nn.GroupNorm(groups, k2 * groups))
