@@ -5,3 +5,4 @@ from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
 from .criss_cross import CrissCrossAttention  # noqa: F401
+from .spatial import BAM, CBAM, CoordAttention, PolarizedSelfAttention, SimAM, TripletAttention  # noqa: F401
