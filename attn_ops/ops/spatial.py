@@ -32,6 +32,7 @@ def _odd(op: str, name: str, k) -> None:
 
 
 def _gated(x: Tensor, g: Tensor, return_attn: bool):
+    """``x * g``, and ``g`` broadcast to ``x``'s shape when ``return_attn``."""
     out = x * g
     return (out, g.expand_as(x)) if return_attn else out
 
@@ -93,7 +94,9 @@ class CBAM(AttentionOp):
         mc = torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))).sum(dim=1))[:, :, None, None]
         refined = x * mc
         planes = torch.cat([float32_mean(refined, 1), refined.amax(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
-        return _gated(x, mc * torch.sigmoid(self.conv(planes)), return_attn)
+        ms = torch.sigmoid(self.conv(planes))                                                      # (B, 1, H, W)
+        out = refined * ms                  # no (B, C, H, W) gate kept for backward unless it is asked for
+        return (out, (mc * ms).expand_as(x)) if return_attn else out
 
 
 # ----------------------------------------------------------------------------- BAM
@@ -128,11 +131,11 @@ class BAM(AttentionOp):
     (``gate`` form, values in (1, 2)). Cost O(N C^2 / r).
 
     Catalogue: differs: its dilated 3 x 3 convolutions have padding 1 at dilation 2, so each shrinks
-    the map by 2 and ``expand_as`` fails on every size but 7 x 7, where three of them leave a 1 x 1
-    map: a spatial gate constant over positions; each branch has three hidden layers, dilation 2
-    and no closing BN where the paper has one hidden layer in the MLP, two convolutions of
-    dilation 4 and a BN closing each branch; we follow the paper (equal to the catalogue rebuilt
-    with the paper's layers, padding d)
+    the map by 2: it runs on 7 x 7 maps only (any other size fails in a convolution or in
+    ``expand_as``), and there its spatial gate is 1 x 1, constant over positions; its MLP has three
+    hidden layers and its spatial branch three convolutions of dilation 2, neither closed by a BN,
+    where the paper has one hidden layer, two convolutions of dilation 4 and a BN closing each
+    branch; we follow the paper (equal to the catalogue rebuilt with the paper's layers, padded by d)
     """
 
     layout = MAP
@@ -165,7 +168,7 @@ class BAM(AttentionOp):
 # ----------------------------------------------------------------------------- SimAM
 @ATTENTION.register_module()
 class SimAM(AttentionOp):
-    r"""SimAM (Yang et al., ICML 2021, Eq. 5-6 and Alg. 1): a parameter-free gate from each
+    r"""SimAM (Yang et al., ICML 2021, Sec. 3 and its Alg. 1): a parameter-free gate from each
     neuron's minimal energy within its channel.
 
     .. math::
@@ -283,7 +286,7 @@ class TripletAttention(AttentionOp):
 # ----------------------------------------------------------------------------- coordinate attention
 @ATTENTION.register_module()
 class CoordAttention(AttentionOp):
-    r"""Coordinate attention (Hou et al., CVPR 2021, Eq. 4-9): gates along H and along W from
+    r"""Coordinate attention (Hou et al., CVPR 2021, Sec. 3.2): gates along H and along W from
     direction-aware pooled features.
 
     .. math::
@@ -336,7 +339,7 @@ class CoordAttention(AttentionOp):
 # ----------------------------------------------------------------------------- polarized self-attention
 @ATTENTION.register_module()
 class PolarizedSelfAttention(AttentionOp):
-    r"""Polarized self-attention (Liu et al., 2021, Eq. 1-5): a channel-only and a spatial-only
+    r"""Polarized self-attention (Liu et al., 2021, Sec. 3): a channel-only and a spatial-only
     gate, in parallel or in sequence.
 
     .. math::
@@ -416,10 +419,17 @@ class PolarizedSelfAttention(AttentionOp):
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
-        a_ch = self.channel_gate(x)
-        if self.mode == 'parallel':
-            return _gated(x, a_ch + self.spatial_gate(x), return_attn)
-        return _gated(x, a_ch * self.spatial_gate(x * a_ch), return_attn)
+        a_ch = self.channel_gate(x)                 # (B, C, 1, 1)
+        if self.mode == 'parallel':                 # products with the small gates: no (B, C, H, W) gate
+            a_sp = self.spatial_gate(x)             # kept for backward
+            out = x * a_ch + x * a_sp
+        else:
+            refined = x * a_ch
+            a_sp = self.spatial_gate(refined)
+            out = refined * a_sp
+        if not return_attn:
+            return out
+        return out, (a_ch + a_sp if self.mode == 'parallel' else a_ch * a_sp).expand_as(x)
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, mode={self.mode}'
