@@ -343,8 +343,8 @@ class PolarizedSelfAttention(AttentionOp):
     gate, in parallel or in sequence.
 
     .. math::
-        A^{ch} = \sigma\Big(\mathrm{LN}_C\big(W_z \textstyle\sum_{j} \mathrm{softmax}_{j}(W_q X)_j (W_v X)_j\big)\Big),\
-        A^{sp}_j = \sigma\Big(\textstyle\sum_{c} \mathrm{softmax}_{c}\big(\mathrm{mean}_{H,W} W'_q X\big)_c (W'_v X)_{c j}\Big)
+        A^{ch} = \sigma\big(\mathrm{LN}_C(W_z \textstyle\sum_j p_j (W_v X)_j)\big),\ p = \mathrm{softmax}_j(W_q X),\
+        A^{sp}_j = \sigma\big(\textstyle\sum_c q_c (W'_v X)_{cj}\big),\ q = \mathrm{softmax}_c(\bar{W'_q X})
 
     .. math::
         \text{parallel: } Y = A^{ch}(X) \odot X + A^{sp}(X) \odot X,\qquad
@@ -352,9 +352,10 @@ class PolarizedSelfAttention(AttentionOp):
 
     Channel-only branch: :math:`W_q` (C -> 1) scores the N = H W positions, softmax over the
     positions j, pooling :math:`W_v X` (C -> C/2); :math:`W_z` (C/2 -> C), LayerNorm over the C
-    channels, sigmoid: (B, C, 1, 1). Spatial-only branch: :math:`W'_q X` (C -> C/2) averaged over
-    positions, softmax over its C/2 channels c, weighting :math:`W'_v X` (C -> C/2) at every
-    position, sigmoid: (B, 1, H, W). All are 1x1 convolutions with biases. Computed without the
+    channels, sigmoid: (B, C, 1, 1). Spatial-only branch: :math:`\bar{W'_q X}`, the mean of
+    :math:`W'_q X` (C -> C/2) over the positions, softmax over its C/2 channels c, weighting
+    :math:`W'_v X` (C -> C/2) at every position, sigmoid: (B, 1, H, W). All are 1x1 convolutions
+    with biases. Computed without the
     (C/2, N) value maps: the softmax weights sum to one and the convolutions are affine, so the
     pooled input goes through :math:`W_v`, and :math:`W'_v` folds into one weight per channel
     (the same numbers as the formula, tested). The paper's form, not the official code's (which

@@ -285,9 +285,10 @@ RANGES = [
     (dict(type='PolarizedSelfAttention', dim=16), 0.0, 2.0),
     (dict(type='PolarizedSelfAttention', dim=16, mode='sequential'), 0.0, 1.0),
 ]
+RANGE_IDS = [c['type'] + ('-' + c['mode'] if 'mode' in c else '') for c, _, _ in RANGES]
 
 
-@pytest.mark.parametrize('cfg,low,high', RANGES, ids=[c['type'] + '-' + c.get('mode', '') for c, _, _ in RANGES])
+@pytest.mark.parametrize('cfg,low,high', RANGES, ids=RANGE_IDS)
 def test_gates_are_in_the_papers_range_and_shaped_as_the_input(cfg, low, high):
     op = build(cfg, torch.float64, std=0.5)
     x = torch.randn(3, 16, 5, 4, dtype=torch.float64) * 2
