@@ -12,3 +12,4 @@ from .axial import AxialAttention, RelativeAttention2d  # noqa: F401
 from .deformable import DeformableAttention  # noqa: F401
 from .nonlocal_ import ACmix, ChannelAttention, CoTAttention, DoubleAttention, DualAttention, PositionAttention  # noqa: F401
 from .pooling import ResidualAttention  # noqa: F401
+from .spatial import BAM, CBAM, CoordAttention, PolarizedSelfAttention, SimAM, TripletAttention  # noqa: F401

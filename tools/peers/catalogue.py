@@ -664,7 +664,10 @@ def build_peer(op: nn.Module, copy_weights: bool = True, fixed: bool = True) -> 
     peer = PEERS.get(type(op).__name__)
     if peer is None:
         return None
-    theirs = peer.build(op, catalogue_class(peer)).to(next(op.parameters()).dtype)
+    theirs = peer.build(op, catalogue_class(peer))
+    param = next(op.parameters(), None)            # parameter-free ops (SimAM) keep the default dtype
+    if param is not None:
+        theirs = theirs.to(param.dtype)
     if fixed and peer.fix is not None:
         peer.fix(op, theirs)
     if copy_weights:
@@ -676,3 +679,71 @@ def run_peer(op: nn.Module, theirs: nn.Module, x: Tensor) -> Tensor:
     """``theirs`` on our input ``x``, its output in our layout."""
     peer = PEERS[type(op).__name__]
     return peer.output(theirs(*peer.inputs(x)))
+
+
+# --- spatial ---
+def _copy_cbam(op, theirs):
+    """Our bias-free MLP into its 1x1 convolutions; our spatial planes [avg; max] into its [max; avg]."""
+    theirs.load_state_dict({'ca.se.0.weight': op.fc1.weight[:, :, None, None],
+                            'ca.se.2.weight': op.fc2.weight[:, :, None, None],
+                            'sa.conv.weight': op.conv.weight.flip(1), 'sa.conv.bias': op.conv.bias})
+
+
+def _cbam_without_residual(op, theirs):
+    # its CBAMBlock returns F'' + F: drop the added input to compare the module's output F''
+    forward = theirs.forward
+    theirs.forward = lambda x: forward(x) - x
+
+
+def _bam_paper_layers(op, theirs):
+    """The paper's BAM from the catalogue's own classes: one hidden layer in the channel MLP, two
+    3 x 3 convolutions of dilation d padded by d (so the map keeps its size), a BN closing each
+    branch."""
+    mod = importlib.import_module('fightingcv_attention.attention.BAM')
+    theirs.ca = mod.ChannelAttention(op.dim, op.reduction, num_layers=1)
+    theirs.ca.ca.add_module('bn_final', nn.BatchNorm1d(op.dim))
+    theirs.sa = mod.SpatialAttention(op.dim, op.reduction, num_layers=2, dia_val=op.dilation)
+    for m in theirs.sa.sa.children():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+            m.padding = m.dilation            # it pads by 1 whatever the dilation
+    theirs.sa.sa.add_module('bn_final', nn.BatchNorm2d(1))
+
+
+def _with_state(module: nn.Module) -> list:
+    return [m for m in module.modules() if not list(m.children()) and m.state_dict()]
+
+
+def _copy_in_order(op, theirs):
+    """Layer by layer, in registration order (the same layers in the same order on both sides)."""
+    ours, peer = _with_state(op), _with_state(theirs)
+    if [type(m) for m in ours] != [type(m) for m in peer]:
+        raise ValueError(f'{type(op).__name__}: catalogue layers {[type(m).__name__ for m in peer]} do not '
+                         f'match ours {[type(m).__name__ for m in ours]}')
+    for a, b in zip(ours, peer):
+        b.load_state_dict(a.state_dict())
+
+
+def _triplet(op, cls):
+    theirs = cls(no_spatial=op.no_spatial)
+    k = op.kernel_size
+    for gate in (theirs.cw, theirs.hc) + (() if op.no_spatial else (theirs.hw,)):
+        gate.conv.conv = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)      # the catalogue fixes k = 7
+    return theirs
+
+
+def _psa(op, cls):
+    mod = importlib.import_module(cls.__module__)
+    return getattr(mod, f'{op.mode.capitalize()}PolarizedSelfAttention')(channel=op.dim)
+
+
+PEERS.update({
+    'CBAM': Peer('CBAM', lambda op, cls: cls(channel=op.dim, reduction=op.reduction, kernel_size=op.kernel_size),
+                 cls='CBAMBlock', copy=_copy_cbam, fix=_cbam_without_residual),
+    'BAM': Peer('BAM', lambda op, cls: cls(channel=op.dim, reduction=op.reduction, dia_val=op.dilation),
+                cls='BAMBlock', copy=_copy_in_order, fix=_bam_paper_layers),
+    'SimAM': Peer('SimAM', lambda op, cls: cls(e_lambda=op.e_lambda)),
+    'TripletAttention': Peer('TripletAttention', _triplet, copy=_copy_in_order),
+    'CoordAttention': Peer('CoordAttention', lambda op, cls: cls(op.dim, op.dim, reduction=op.reduction),
+                           cls='CoordAtt', copy=_copy_in_order),
+    'PolarizedSelfAttention': Peer('PolarizedSelfAttention', _psa, cls='ParallelPolarizedSelfAttention'),
+})
