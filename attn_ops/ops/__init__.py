@@ -5,3 +5,6 @@ from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
 from .criss_cross import CrissCrossAttention  # noqa: F401
+from .efficient import (AFTConv, AFTFull, AFTLocal, AFTSimple, EMSA, MobileViTv2Attention, MUSEAttention,  # noqa: F401
+                        SimplifiedSelfAttention, UFOAttention)
+from .mixer import GlobalFilter, MobileViTAttention, WeightedPermuteMLP  # noqa: F401
