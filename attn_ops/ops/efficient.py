@@ -158,7 +158,7 @@ class AFTLocal(AFTFull):
     Args:
         dim: channels C.
         max_len: T, the maximum number of tokens.
-        window: s, the half-width of the band of learned biases (|t - t'| < s).
+        window: s, learned biases where |t - t'| < s (a band of 2s - 1 positions), zero elsewhere.
         pos_dim: d', the rank of the factorised w (paper 128).
 
     Shapes: as :class:`AFTFull`; ``return_attn=True`` also returns (B, C, N, N) weights (``dense``).
@@ -348,8 +348,9 @@ class EMSA(AttentionOp):
     (over its N x M entries, biased variance, eps 1e-5, no affine) after it. A padding mask is
     applied before the softmax (padded keys get -inf) and the instance norm takes its statistics
     over real queries x real keys only. Without the transform the op is multi-head attention on
-    the reduced keys through SDPA. Initialisation as ResT: weights truncated-normal std 0.02,
-    biases 0, LayerNorm (1, 0).
+    the reduced keys through SDPA. The LayerNorm is ResT's own, not a ``norm_cfg`` a head could swap
+    for a batch norm. Initialisation as ResT: weights truncated-normal std 0.02, biases 0,
+    LayerNorm (1, 0).
 
     Args:
         dim: channels C (divisible by ``num_heads``).
