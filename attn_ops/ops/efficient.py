@@ -323,12 +323,10 @@ def _instance_norm(a: Tensor, valid: Optional[Tensor], eps: float) -> Tensor:
     """InstanceNorm over the last two axes of ``a`` (B, h, N, M), statistics over ``valid`` entries
     (bool, broadcastable) only; without ``valid`` it equals ``nn.InstanceNorm2d(h)``."""
     if valid is None:
-        mean = a.mean(dim=(-2, -1), keepdim=True)
-        var = a.var(dim=(-2, -1), unbiased=False, keepdim=True)
-    else:
-        count = valid.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
-        mean = (a * valid).sum(dim=(-2, -1), keepdim=True) / count
-        var = ((a - mean).square() * valid).sum(dim=(-2, -1), keepdim=True) / count
+        return F.instance_norm(a, eps=eps)
+    count = valid.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
+    mean = (a * valid).sum(dim=(-2, -1), keepdim=True) / count
+    var = ((a - mean).square() * valid).sum(dim=(-2, -1), keepdim=True) / count
     return (a - mean) / torch.sqrt(var + eps)
 
 
