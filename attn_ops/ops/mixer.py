@@ -244,15 +244,15 @@ class GlobalFilter(AttentionOp):
     imaginary parts as GFNet. The filter is defined at a reference size ``h x w`` (= H x (W // 2 + 1)
     of the reference map, GFNet's 14 x 8 for 14 x 14 tokens); other sizes resize it by bicubic
     interpolation of its real and imaginary parts (corners aligned: the zero and the highest
-    frequencies stay in place), as GFNet-style filters are transferred across resolutions
-    (``resize_complex_weight`` of DFFormer / MetaFormer). Computed in float32 (float64 after
-    ``.double()``), returned in the input's dtype.
+    frequencies stay in place), the rule DFFormer's ``resize_complex_weight`` applies to GFNet-style
+    filters. Computed in float32 (float64 after ``.double()``), returned in the input's dtype.
 
     Args:
         dim: channels C.
         h, w: reference filter size (frequencies along H, and W // 2 + 1 along W).
 
-    Shapes: (B, C, H, W) -> (B, C, H, W), any H x W. Forms no attention map. Cost O(N log N C).
+    Shapes: (B, C, H, W) -> (B, C, H, W), any H x W. Forms no attention map. Cost O(N log N C)
+    (FFTs, which the op table's FLOP counter does not count).
 
     Catalogue: equal (``GlobalFilter`` on tokens at the reference size; it infers a square grid
     from N unless given ``spatial_size`` and fails at any other size, where ours resizes the filter)
