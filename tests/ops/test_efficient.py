@@ -83,8 +83,7 @@ def aft_conv_weights(op, x):
         for s in range(h * wd):
             dy, dx = s // wd - t // wd, s % wd - t % wd
             if abs(dy) <= r and abs(dx) <= r:
-                for ch in range(c):
-                    bias[ch, t, s] = kern[ch // group, dy + r, dx + r]
+                bias[:, t, s] = kern[torch.arange(c) // group, dy + r, dx + r]     # channel -> its head
     k = torch.einsum('oc,bchw->bohw', op.qkv.weight[c:2 * c, :, 0, 0], x) + op.qkv.bias[c:2 * c].view(1, -1, 1, 1)
     return softmax(k.flatten(2)[:, :, None, :] + bias, dim=-1)                # (B, C, T, S)
 
@@ -226,13 +225,13 @@ CASES = [
          lengths=[9, 4], id='AFTLocal-masked'),
     Case(dict(type='AFTSimple', dim=6), (2, 9, 6), aft_tokens, aft_weights),
     Case(dict(type='AFTSimple', dim=6), (2, 9, 6), aft_tokens, aft_weights, lengths=[9, 3], id='AFTSimple-masked'),
-    Case(dict(type='AFTConv', dim=8, num_heads=2, kernel_size=3), (2, 8, 4, 5), aft_conv,
+    Case(dict(type='AFTConv', dim=8, num_heads=2, kernel_size=3), (2, 8, 3, 4), aft_conv,
          lambda op, x: aft_conv_weights(op, x)),
     Case(dict(type='AFTConv', dim=4, num_heads=4, kernel_size=5), (1, 4, 3, 6), aft_conv,
          lambda op, x: aft_conv_weights(op, x), id='AFTConv-5x5-on-3x6'),
     Case(dict(type='EMSA', dim=8, num_heads=2), (2, 7, 8), emsa_attention),
     Case(dict(type='EMSA', dim=8, num_heads=2), (2, 7, 8), emsa_attention, lengths=[7, 4], id='EMSA-masked'),
-    Case(dict(type='EMSA', dim=8, num_heads=2, sr_ratio=2), (2, 20, 8), emsa_attention, call=dict(hw=(4, 5)),
+    Case(dict(type='EMSA', dim=8, num_heads=2, sr_ratio=2), (1, 20, 8), emsa_attention, call=dict(hw=(4, 5)),
          id='EMSA-sr2'),
     Case(dict(type='EMSA', dim=8, num_heads=2, sr_ratio=3), (1, 12, 8), emsa_attention, call=dict(hw=(4, 3)),
          id='EMSA-sr3'),
