@@ -172,10 +172,15 @@ def run(opts) -> list[dict]:
             peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
-                theirs = measure(module.to(device), adapt(x), opts, device)
-                row.update({f'peer_{k}': v for k, v in theirs.items()})
-                row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
-                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+                try:
+                    theirs = measure(module.to(device), adapt(x), opts, device)
+                except RuntimeError as err:  # a catalogue module defined for one size only (ViP's S x S)
+                    print(f'{name} N={n}: the catalogue peer cannot run this input: {str(err).splitlines()[0]}')
+                    theirs = None
+                if theirs is not None:
+                    row.update({f'peer_{k}': v for k, v in theirs.items()})
+                    row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
+                    row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
             print(_line(row), flush=True)
     return rows

@@ -13,3 +13,6 @@ from .deformable import DeformableAttention  # noqa: F401
 from .nonlocal_ import ACmix, ChannelAttention, CoTAttention, DoubleAttention, DualAttention, PositionAttention  # noqa: F401
 from .pooling import ResidualAttention  # noqa: F401
 from .spatial import BAM, CBAM, CoordAttention, PolarizedSelfAttention, SimAM, TripletAttention  # noqa: F401
+from .efficient import (AFTConv, AFTFull, AFTLocal, AFTSimple, EMSA, MobileViTv2Attention, MUSEAttention,  # noqa: F401
+                        SimplifiedSelfAttention, UFOAttention)
+from .mixer import GlobalFilter, MobileViTAttention, WeightedPermuteMLP  # noqa: F401

@@ -284,6 +284,13 @@ def batch_norm_eval(x: Tensor, bn: nn.Module, channel_dim: int = 1) -> Tensor:
     return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
 
 
+def layer_norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
+    """LayerNorm over the last axis written out: biased variance, the layer's eps and affine."""
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
 def zero_rows(y: Tensor, mask: Optional[Tensor]) -> Tensor:
     """(B, N, C) with the padded tokens set to zero."""
     return y if mask is None else torch.where(mask[:, :, None], y, torch.zeros_like(y))
@@ -291,5 +298,5 @@ def zero_rows(y: Tensor, mask: Optional[Tensor]) -> Tensor:
 
 __all__ = ['Case', 'PeerCase', 'as_output', 'assert_formula', 'assert_learns', 'batch_norm_eval', 'build', 'case_ids',
            'catalogue_diff', 'catalogue_test', 'conv1x1', 'formula_test', 'gradcheck_test', 'input_for',
-           'lengths_mask', 'linear', 'op_names', 'padded_pair', 'randomize_', 'small_cfg', 'softmax',
+           'layer_norm', 'lengths_mask', 'linear', 'op_names', 'padded_pair', 'randomize_', 'small_cfg', 'softmax',
            'zero_rows']

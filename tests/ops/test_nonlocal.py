@@ -1,6 +1,5 @@
 """The non-local family (DANet PAM / CAM / dual, A^2-Nets, CoT, ACmix): formulas written out from
 the papers and official code, the catalogue where it is right, its defects where it is not."""
-import math
 
 import numpy as np
 import pytest

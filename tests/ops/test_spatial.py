@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attn_ops import ATTENTION
-from tests.ops.common import Case, PeerCase, batch_norm_eval, build, catalogue_diff, catalogue_test, conv1x1, \
+from tests.ops.common import Case, PeerCase, batch_norm_eval, build, catalogue_test, conv1x1, \
     formula_test, gradcheck_test, softmax
 
 
