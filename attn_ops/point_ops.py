@@ -72,14 +72,17 @@ def _check_dense(name: str, pos: Tensor, mask: Optional[Tensor] = None, what: st
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """``sum_c (a[..., c] - b[..., c])^2`` over the last dim (broadcast), added in coordinate order.
 
-    In place on temporaries unless autograd needs the graph.
+    Two buffers of the output's size, in place, unless autograd needs the graph.
     """
-    inplace = not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
-    diff = a[..., 0] - b[..., 0]
-    out = diff.square_() if inplace else diff.square()
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        out = (a[..., 0] - b[..., 0]).square()
+        for c in range(1, a.shape[-1]):
+            out = out + (a[..., c] - b[..., c]).square()
+        return out
+    out = (a[..., 0] - b[..., 0]).square_()
+    diff = torch.empty_like(out) if a.shape[-1] > 1 else out
     for c in range(1, a.shape[-1]):
-        diff = a[..., c] - b[..., c]
-        out = out.add_(diff.square_()) if inplace else out + diff.square()
+        out.add_(torch.sub(a[..., c], b[..., c], out=diff).square_())
     return out
 
 

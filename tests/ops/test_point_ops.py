@@ -324,3 +324,10 @@ def test_bad_inputs_raise_clear_errors():
         po.fps(torch.randn(4, 3), None, 1.5)
     with pytest.raises(ValueError, match=r'one cloud id per point, shape \(4,\), got \(3\)'):
         po.fps(torch.randn(4, 3), torch.zeros(3, dtype=torch.long))
+
+
+def test_point_ops_import_no_point_cloud_or_gpu_library():
+    code = ('import sys, attn_ops.point_ops; '
+            'print(sorted(m for m in ("torch_geometric", "torch_cluster", "triton", "mmseg", "open3d") if m in sys.modules))')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == '[]', proc.stderr[-2000:]
