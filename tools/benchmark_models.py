@@ -244,6 +244,27 @@ def run_heads(opts, device: torch.device) -> list[dict]:
     return rows
 
 
+def head_peer_matrix(rows: list[dict]) -> str:
+    """Markdown: per map, each of our heads against each mmseg head, ``train time / peak memory``."""
+    text = []
+    for size in dict.fromkeys(r['map'] for r in rows):
+        ran = [r for r in rows if r['map'] == size and 'train_ms' in r]
+        ours = [r for r in ran if r['source'] == 'ours']
+        peers = [r for r in ran if r['source'] != 'ours']
+        if not ours or not peers:
+            continue
+        text.append(f'Ours / mmseg on {size}: training-step time / peak memory\n')
+        text.append('| head | ' + ' | '.join(p['head'] for p in peers) + ' |')
+        text.append('|---|' + '---|' * len(peers))
+        for r in ours:
+            cells = [f"{r['train_ms'] / p['train_ms']:.2f} / "
+                     + (f"{r['peak_mib'] / p['peak_mib']:.2f}" if r.get('peak_mib') and p.get('peak_mib') else '-')
+                     for p in peers]
+            text.append(f"| {r['head']} | " + ' | '.join(cells) + ' |')
+        text.append('')
+    return '\n'.join(text)
+
+
 def _head_ratios(rows: list[dict]) -> None:
     """Every row against FCNHead (the attention-free baseline) of the same map."""
     for row in rows:
@@ -561,6 +582,10 @@ def write(results: dict, out: Path, opts) -> None:
     sections = []
     if 'heads' in results:
         write_table(results['heads'], out, 'heads', f'Decode heads ({head}); *_vs_fcn: ratio to FCNHead')
+        matrix = head_peer_matrix(results['heads'])
+        print(matrix)
+        with open(out / 'heads.md', 'a') as f:
+            f.write('\n' + matrix)
         plot(results['heads'], out, 'heads', 'head', 'map',
              (('train_ms', 'training step (ms)'), ('infer_ms', 'inference (ms)'), ('peak_mib', 'peak memory, train (MiB)')))
         sections.append('heads')

@@ -83,7 +83,8 @@ def test_quick_run_writes_tables_plots_and_ratios(tmp_path):
         with open(tmp_path / f'{part}.csv') as f:
             assert len(list(csv.DictReader(f))) == len(results[part])
         assert (tmp_path / f'{part}.png').stat().st_size > 1000
-    assert (tmp_path / 'results.md').read_text().count('| EAHead |') == 1
+    summary = (tmp_path / 'results.md').read_text()
+    assert summary.count('| EAHead |') == 2 and 'Ours / mmseg on 1x32x8x8' in summary   # table + matrix
 
 
 def test_bad_sizes_are_named(capsys):
