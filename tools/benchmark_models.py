@@ -540,7 +540,8 @@ def write_table(rows: list[dict], out: Path, name: str, header: str) -> None:
 
 def plot(rows: list[dict], out: Path, name: str, label_key: str, group_key: str,
          metrics: tuple[tuple[str, str], ...]) -> None:
-    """Horizontal bars per row label, one panel per metric, one colour per group; peers hatched."""
+    """Horizontal bars: one block per row label, one bar (colour) per group it has; peers hatched;
+    one panel per metric, log scale."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -550,26 +551,30 @@ def plot(rows: list[dict], out: Path, name: str, label_key: str, group_key: str,
         return
     labels = list(dict.fromkeys(r[label_key] for r in rows))
     groups = list(dict.fromkeys(r[group_key] for r in rows))
-    height = 0.8 / len(groups)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.35 * len(labels) * len(groups) + 1.5),
+    colours = {g: f'C{i % 10}' for i, g in enumerate(groups)}
+    blocks = {lab: [r for r in rows if r[label_key] == lab] for lab in labels}
+    bars = sum(len(b) for b in blocks.values())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 0.3 * bars + 0.3 * len(labels) + 1.5),
                              dpi=110, squeeze=False)
     for ax, (key, title) in zip(axes[0], metrics):
-        for g, group in enumerate(groups):
-            pts = {r[label_key]: r for r in rows if r[group_key] == group and r.get(key) is not None}
-            ys = [i + g * height for i, lab in enumerate(labels) if lab in pts]
-            vals = [pts[lab][key] for lab in labels if lab in pts]
-            hatches = ['//' if pts[lab]['source'] != 'ours' else '' for lab in labels if lab in pts]
-            bars = ax.barh(ys, vals, height=height, label=str(group))
-            for bar, hatch in zip(bars, hatches):
-                bar.set_hatch(hatch)
-        ax.set_yticks([i + height * (len(groups) - 1) / 2 for i in range(len(labels))])
+        y, ticks = 0.0, []
+        for lab, block in blocks.items():
+            ticks.append(y + (len(block) - 1) / 2)
+            for r in block:
+                if r.get(key) is not None:
+                    ax.barh(y, r[key], height=0.85, color=colours[r[group_key]],
+                            hatch='//' if r['source'] != 'ours' else '', edgecolor='black', linewidth=0.3)
+                y += 1
+            y += 0.6
+        ax.set_yticks(ticks)
         ax.set_yticklabels(labels if ax is axes[0][0] else [''] * len(labels), fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale('log')
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=9)
         ax.grid(True, axis='x', which='both', alpha=0.3)
-    axes[0][0].legend(fontsize=7, title=f'{group_key} (hatched: peer)', title_fontsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[g]) for g in groups]
+    axes[0][0].legend(handles, groups, fontsize=7, title=f'{group_key} (hatched: peer)', title_fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f'{name}.png')
     plt.close(fig)
