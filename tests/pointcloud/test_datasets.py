@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from projects.bad_data import BadSampleError
 from projects.pointcloud.datasets import (ModelNet40Dataset, ModelNet40NormalDataset, S3DISDataset,
                                           ShapeNetPartDataset, SyntheticPrimitives)
 from projects.pointcloud.transforms import (FixedPoints, NormalizeUnitSphere, PackPointCloud,
@@ -55,7 +56,7 @@ def test_modelnet40_normal_resampled(tmp_path):
     assert d.x.shape == (10, 6) and int(d.y) == 0
     np.testing.assert_allclose(d.x.numpy(), pts, atol=1e-6)
     test = ModelNet40NormalDataset(str(root), 'test')
-    with pytest.raises(FileNotFoundError, match='airplane_0002.txt'):
+    with pytest.raises(BadSampleError, match=r'modelnet40_test.txt:1: names shape file .*airplane_0002.txt, which does not exist'):
         test[0]
 
 
