@@ -7,6 +7,7 @@ of a split through the registries of the config's ``default_scope``.
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 from functools import partial
 from typing import Callable, Optional
@@ -90,14 +91,14 @@ def resolve_resume(cfg: Config) -> Optional[str]:
     for bad, problem in skipped:
         print_log(f'resume: skipping {bad}: it {problem}; '
                   f'{"resuming from " + path if path else "no older complete checkpoint"}',
-                  logger='current', level='WARNING')
+                  logger='current', level=logging.WARNING)
     if path is None:
         if skipped:
             raise IncompleteCheckpointError(
                 f'--resume: no complete checkpoint in {cfg.work_dir} '
                 f'({", ".join(b for b, _ in skipped)} are incomplete); remove them to start from scratch')
         print_log(f'resume: no checkpoint in {cfg.work_dir}; training starts from scratch',
-                  logger='current', level='WARNING')
+                  logger='current', level=logging.WARNING)
         return None
     cfg.load_from = path
     return path
