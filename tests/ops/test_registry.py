@@ -1,4 +1,7 @@
 """Every registered op builds from a config dict, through mmengine.Config and the registry tree."""
+import re
+import sys
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -73,13 +76,24 @@ def test_build_attention_fills_channel_argument():
         build_attention(dict(type='ExternalAttention', dim=8), dim=16)
 
 
+def _math(doc: str) -> list:
+    """The contents of the ``.. math::`` blocks and ``:math:`...``` roles of a docstring."""
+    blocks = re.findall(r'\.\. math::\n((?:[ \t]+\S.*\n?)+)', doc)
+    return blocks + re.findall(r':math:`([^`]+)`', doc)
+
+
 @pytest.mark.parametrize('name', all_op_names())
 def test_docstring_states_paper_and_formula(name):
     cls = ATTENTION.get(name)
     doc = cls.__doc__ or ''
-    assert 'math::' in doc or '=' in doc, f'{name} docstring must state its formula'
+    assert any('=' in m for m in _math(doc)), f'{name} docstring must state its formula as an equation in math markup'
     assert 'Shapes' in doc, f'{name} docstring must state its shapes'
-    assert cls.paper and cls.complexity
+    # paper: "<Name> (<Author> et al., <venue> <year>)", the author named in the class's or its family's docstring
+    found = re.fullmatch(r'(\S+) \((\w+) et al\., [^)]*\b(19|20)\d\d\)(, .+)?', cls.paper)
+    assert found, f'{name}.paper must read "<Name> (<Author> et al., <venue> <year>)", got {cls.paper!r}'
+    family_doc = sys.modules[cls.__module__].__doc__ or ''
+    assert found.group(2) in doc + family_doc, f'{name}: its docstrings do not name {cls.paper}'
+    assert cls.complexity
 
 
 @pytest.mark.parametrize('scope', ['mmseg', 'mmengine', 'pointcloud'])

@@ -17,9 +17,11 @@ SEG_CONFIG = osp.join(ROOT, 'configs/eanet/eanet_r18-d8_1xb8-1k_demo-shapes-64x6
 PC_CONFIG = osp.join(ROOT, 'configs/pct/pct-tiny_1xb16-8e_synthetic-primitives-256.py')
 # the kill-and-resume runs of the segmentation demo: checkpoints at 3, 6, 8 (the last), killed after 5
 SEG_ITERS, SEG_EVERY, SEG_KILL = 8, 3, 5
-# the point-cloud demo at 64 points (two neighbour stages of 16 and 8 centres)
-PC_TINY = ['train_dataloader.dataset.num_points=64', 'val_dataloader.dataset.num_points=64',
-           'model.neighbor_stages=[[16,4,64],[8,4,64]]']
+# the point-cloud demo at 64 points (two neighbour stages of 16 and 8 centres): for load_config and
+# as --cfg-options
+PC_TINY_OPTIONS = {'train_dataloader.dataset.num_points': 64, 'val_dataloader.dataset.num_points': 64,
+                   'model.neighbor_stages': [[16, 4, 64], [8, 4, 64]]}
+PC_TINY = [f'{k}={v}'.replace(' ', '') for k, v in PC_TINY_OPTIONS.items()]
 
 
 def env() -> dict:
