@@ -1,5 +1,7 @@
-"""The training hooks every config of this repository runs (``default_hooks`` of both ``_base_``
-runtimes), registered in mmengine's root ``HOOKS`` so that any default scope finds them.
+"""The training hooks every run of this repository's tools gets, registered in mmengine's root
+``HOOKS`` so that any default scope finds them. :func:`add_default_hooks` (called by
+:func:`projects.runtime.build_runner`) puts :data:`DEFAULT_HOOKS` into a config's
+``default_hooks``, under any entry the config or ``--cfg-options`` gives.
 
 ``ExactResumeHook`` (``default_hooks.exact_resume``)
     Checkpoints carry what mmengine leaves out for a bit-identical continuation on the same
@@ -14,7 +16,8 @@ runtimes), registered in mmengine's root ``HOOKS`` so that any default scope fin
     iteration, the non-finite loss terms and the last good checkpoint (``action='stop'``), or
     drops the step and keeps going (``action='skip'``).
 
-Both are disabled with ``--cfg-options default_hooks.<name>=None``.
+Configured like mmengine's own default hooks: ``--cfg-options
+default_hooks.non_finite_loss.action=skip``; disabled with ``default_hooks.<name>=None``.
 """
 from __future__ import annotations
 
@@ -33,6 +36,20 @@ from mmengine.runner.loops import IterBasedTrainLoop, _InfiniteDataloaderIterato
 from torch.utils.data.dataloader import _SingleProcessDataLoaderIter
 
 RESUME_KEY = 'resume_state'
+DEFAULT_HOOKS = dict(exact_resume=dict(type='ExactResumeHook'),
+                     non_finite_loss=dict(type='NonFiniteLossHook', action='stop'))
+
+
+def add_default_hooks(cfg) -> None:
+    """Merge :data:`DEFAULT_HOOKS` into ``cfg.default_hooks``: an entry the config sets is applied
+    over the default (``dict(action='skip')`` keeps the type), ``None`` removes the hook."""
+    hooks = cfg.get('default_hooks') or {}
+    for name, default in DEFAULT_HOOKS.items():
+        if name in hooks and hooks[name] is None:
+            hooks.pop(name)
+        else:
+            hooks[name] = {**default, **dict(hooks.get(name) or {})}
+    cfg.default_hooks = hooks
 
 
 def rng_state() -> dict:
@@ -196,11 +213,16 @@ class ExactResumeHook(Hook):
                 isinstance(loop.dataloader_iterator, _InfiniteDataloaderIterator):
             loop.dataloader_iterator = _FastForward(loop, runner.iter, restore)
             return
-        if not isinstance(loop, IterBasedTrainLoop) and runner.iter % max(len(loop.dataloader), 1):
-            print_log(f'ExactResumeHook: iteration {runner.iter} is inside epoch {runner.epoch + 1}; '
-                      f'{type(loop).__name__} restarts that epoch from its first batch, so this run '
-                      'will not equal an uninterrupted one (save checkpoints at epoch ends)',
-                      logger='current', level=logging.WARNING)
+        if not isinstance(loop, IterBasedTrainLoop):
+            if runner.iter % max(len(loop.dataloader), 1):
+                print_log(f'ExactResumeHook: iteration {runner.iter} is inside epoch {runner.epoch + 1}; '
+                          f'{type(loop).__name__} restarts that epoch from its first batch, so this run '
+                          'will not equal an uninterrupted one (save checkpoints at epoch ends)',
+                          logger='current', level=logging.WARNING)
+            if getattr(loop.dataloader, 'persistent_workers', False):
+                print_log('ExactResumeHook: persistent loader workers restart from their seeds, so '
+                          'their random augmentations will differ from an uninterrupted run',
+                          logger='current', level=logging.WARNING)
         restore()
 
 

@@ -43,14 +43,17 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 
 def build_runner(cfg: Config):
     """mmengine's Runner (or the config's ``runner_type``) for ``cfg``, after setting up the
-    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`projects.compat.cpu_ddp`) and
-    choosing the checkpoint a resumed run continues from (:func:`resolve_resume`)."""
+    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`projects.compat.cpu_ddp`),
+    choosing the checkpoint a resumed run continues from (:func:`resolve_resume`) and adding the
+    default hooks of :mod:`projects.hooks` (exact resume, non-finite loss)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from projects.compat.cpu_ddp import setup_cpu_distributed
+    from projects.hooks import add_default_hooks
     setup_cpu_distributed(cfg, cfg.get('launcher', 'none'))
     resolve_resume(cfg)
+    add_default_hooks(cfg)
     _drop_disabled_hooks(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 

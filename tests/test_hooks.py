@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 import projects.hooks  # noqa: F401  (registers the hooks)
 from projects.compat.checkpoint import install as install_checkpoint_patches
-from projects.hooks import NonFiniteLossError, rng_state, set_rng_state
+from projects.hooks import NonFiniteLossError, add_default_hooks, rng_state, set_rng_state
 
 install_checkpoint_patches()
 
@@ -104,3 +104,17 @@ def test_non_finite_loss_stops_before_the_step(tmp_path):
                        r'before applying this step; the last good checkpoint is .*iter_3\.pth'):
         runner.train()
     assert torch.isfinite(runner.model.lin.weight).all()
+
+
+def test_default_hooks_are_added_configurable_and_removable():
+    from mmengine.config import Config
+    cfg = Config(dict(default_hooks=dict(logger=dict(type='LoggerHook'))))
+    add_default_hooks(cfg)
+    assert cfg.default_hooks.exact_resume == dict(type='ExactResumeHook')
+    assert cfg.default_hooks.non_finite_loss == dict(type='NonFiniteLossHook', action='stop')
+    assert cfg.default_hooks.logger == dict(type='LoggerHook')
+    cfg = Config(dict(default_hooks=dict(exact_resume=None)))
+    cfg.merge_from_dict({'default_hooks.non_finite_loss.action': 'skip'})  # as --cfg-options does
+    add_default_hooks(cfg)
+    assert 'exact_resume' not in cfg.default_hooks
+    assert cfg.default_hooks.non_finite_loss == dict(type='NonFiniteLossHook', action='skip')

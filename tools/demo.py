@@ -160,7 +160,7 @@ def update_readme(work: Path) -> None:
         raise ValueError(f'--update-readme: {source} lacks the runs {missing}; run every stage (make demo)')
     COMMITTED_METRICS.write_text(source.read_text())
     README.write_text(replace_block(README.read_text(), readme_block(metrics)))
-    print(f'{COMMITTED_METRICS.relative_to(ROOT)} and the README demo figures now read: {render(metrics)}')
+    print(f'{os.path.relpath(COMMITTED_METRICS, ROOT)} and the README demo figures now read: {render(metrics)}')
 
 
 def compare_with_readme(path: Path) -> None:

@@ -20,7 +20,6 @@ CUDA the processes use the gloo backend.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import os.path as osp
 import sys
@@ -92,8 +91,6 @@ def _one_line(err: Exception) -> str:
 
 
 def main(argv=None):
-    from mmengine.logging import print_log
-
     from projects.bad_data import BadSampleError
     from projects.compat.checkpoint import IncompleteCheckpointError
     from projects.hooks import NonFiniteLossError
@@ -103,7 +100,7 @@ def main(argv=None):
     try:
         build_runner(cfg).train()
     except (NonFiniteLossError, BadSampleError, IncompleteCheckpointError) as err:
-        print_log(_one_line(err), logger='current', level=logging.ERROR)
+        print(f'ERROR {_one_line(err)}', file=sys.stderr, flush=True)
         sys.exit(1)
 
 

@@ -1,11 +1,6 @@
 # Runtime of the segmentation configs: mmseg registries, our heads/datasets through custom_imports.
 default_scope = 'mmseg'
-custom_imports = dict(imports=['projects.segmentation', 'projects.hooks'], allow_failed_imports=False)
-# projects/hooks.py: RNG states + sampler position in checkpoints (an exact --resume), and a clean
-# stop on a NaN/Inf loss (action='skip' drops the step instead). Merged with mmengine's defaults.
-default_hooks = dict(
-    exact_resume=dict(type='ExactResumeHook'),
-    non_finite_loss=dict(type='NonFiniteLossHook', action='stop'))
+custom_imports = dict(imports=['projects.segmentation'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

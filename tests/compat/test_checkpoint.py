@@ -185,7 +185,7 @@ def test_latest_complete_checkpoint_skips_newer_incomplete_files(tmp_path):
     assert ckpt.latest_complete_checkpoint(str(tmp_path))[0] is None
 
 
-def test_resolve_resume_warns_with_both_names_and_refuses_an_incomplete_explicit_file(tmp_path, capsys):
+def test_resolve_resume_warns_with_both_names_and_refuses_an_incomplete_explicit_file(tmp_path, mmengine_log):
     from mmengine.config import Config
 
     from projects.runtime import resolve_resume
@@ -195,9 +195,8 @@ def test_resolve_resume_warns_with_both_names_and_refuses_an_incomplete_explicit
     _truncate(tmp_path / 'iter_4.pth')
     cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
     assert resolve_resume(cfg) == str(tmp_path / 'iter_2.pth') == cfg.load_from
-    out = capsys.readouterr()
     assert re.search(rf'skipping {re.escape(str(tmp_path / "iter_4.pth"))}: it is truncated.*'
-                     rf'resuming from {re.escape(str(tmp_path / "iter_2.pth"))}', out.out + out.err)
+                     rf'resuming from {re.escape(str(tmp_path / "iter_2.pth"))}', '\n'.join(mmengine_log))
     cfg = Config(dict(resume=True, load_from=str(tmp_path / 'iter_4.pth'), work_dir=str(tmp_path)))
     with pytest.raises(ckpt.IncompleteCheckpointError, match=r'iter_4\.pth: the checkpoint is truncated.*'
                        r'the newest complete one beside it is .*iter_2\.pth'):

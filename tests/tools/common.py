@@ -60,7 +60,7 @@ def seg_options(data_root, max_iters, checkpoint_interval=1000, batch_size=2):
 
 def child_config(path, base, body: str, imports=('projects.segmentation',)) -> str:
     """Write ``path``: a config inheriting ``base`` that imports the test hooks, plus ``body``."""
-    modules = [*imports, 'projects.hooks', 'tests.tools.hooks_for_tests']
+    modules = [*imports, 'tests.tools.hooks_for_tests']
     with open(path, 'w') as f:
         f.write(f'_base_ = [{str(base)!r}]\n'
                 f'custom_imports = dict(imports={modules!r}, allow_failed_imports=False)\n{body}\n')

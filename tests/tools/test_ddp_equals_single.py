@@ -10,7 +10,7 @@ CPU. Random augmentation and dropout are off: each rank would draw its own.
 import pytest
 import torch
 
-from .common import PC_CONFIG, PC_TINY, SEG_CONFIG, child_config, seg_options, train
+from .common import PC_CONFIG, PC_TINY, SEG_CONFIG, child_config, load_checkpoint_file, seg_options, train
 
 
 def _assert_same_gradients(single: dict, ddp: dict) -> None:
@@ -36,6 +36,10 @@ def _first_step_gradients(tmp_path, base, body, imports, options, batch_size):
         if procs > 1:
             log = proc.stdout + proc.stderr
             assert 'backend gloo, rank 0 of 2' in log and 'backend gloo, rank 1 of 2' in log
+            # rank 0 writes the checkpoint with the RNG states of both ranks (ExactResumeHook)
+            ckpt = load_checkpoint_file(work / ('iter_1.pth' if (work / 'iter_1.pth').exists() else 'epoch_1.pth'))
+            states = ckpt['resume_state']['rng']
+            assert ckpt['resume_state']['world_size'] == 2 and len(states) == 2 and None not in states
         grads[procs] = torch.load(work / 'grads.pth', weights_only=True)
     return grads[1], grads[2]
 

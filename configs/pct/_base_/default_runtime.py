@@ -1,10 +1,7 @@
 # Runtime of the point-cloud configs: point-cloud registries through custom_imports.
 default_scope = 'pointcloud'
-custom_imports = dict(imports=['projects.pointcloud', 'projects.hooks'], allow_failed_imports=False)
-# exact_resume, non_finite_loss: see projects/hooks.py (as in configs/_base_/default_runtime.py)
+custom_imports = dict(imports=['projects.pointcloud'], allow_failed_imports=False)
 default_hooks = dict(
-    exact_resume=dict(type='ExactResumeHook'),
-    non_finite_loss=dict(type='NonFiniteLossHook', action='stop'),
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20),
     param_scheduler=dict(type='ParamSchedulerHook'),
