@@ -1,9 +1,11 @@
 """What every entry point (``tools/*.py``) does to turn a config file into runnable objects.
 
 One place for: the runtime patches (pure-PyTorch ``mmcv.ops`` stand-ins when compiled mmcv is
-absent; the checkpoint allowlist for ``torch.load(weights_only=True)``), loading a config with
-``--cfg-options`` and the default work dir, and building the model, dataset and collate function
-of a split through the registries of the config's ``default_scope``.
+absent; the checkpoint allowlist for ``torch.load(weights_only=True)`` and atomic saving), loading
+a config with ``--cfg-options`` and the default work dir, building the runner (CPU DDP, the
+checkpoint ``--resume`` continues from, the default hooks of :mod:`projects.hooks`), and building
+the model, dataset and collate function of a split through the registries of the config's
+``default_scope``.
 """
 from __future__ import annotations
 
@@ -54,19 +56,7 @@ def build_runner(cfg: Config):
     setup_cpu_distributed(cfg, cfg.get('launcher', 'none'))
     resolve_resume(cfg)
     add_default_hooks(cfg)
-    _drop_disabled_hooks(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-
-
-# the default hooks mmengine itself disables when set to None
-_MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler', 'checkpoint')
-
-
-def _drop_disabled_hooks(cfg: Config) -> None:
-    """``default_hooks.<name>=None`` disables any hook (mmengine accepts None only for its own six)."""
-    hooks = cfg.get('default_hooks') or {}
-    for name in [k for k, v in hooks.items() if v is None and k not in _MMENGINE_DEFAULT_HOOKS]:
-        hooks.pop(name)
 
 
 def resolve_resume(cfg: Config) -> Optional[str]:
