@@ -5,3 +5,8 @@ from .outlook import OutlookAttention  # noqa: F401
 from .dot_product import CrossAttention, MultiHeadAttention, SelfAttention  # noqa: F401
 from .offset import OffsetAttention  # noqa: F401
 from .criss_cross import CrissCrossAttention  # noqa: F401
+from .channel import (ECAAttention, ParNetAttention, PyramidSplitAttention, S2Attention, SEAttention,  # noqa: F401
+                      ShuffleAttention, SKAttention, SpatialGroupEnhance)
+from .window import CrossFormerAttention, HaloAttention, MOAGlobalAttention, WindowAttention  # noqa: F401
+from .axial import AxialAttention, RelativeAttention2d  # noqa: F401
+from .deformable import DeformableAttention  # noqa: F401

@@ -73,4 +73,4 @@ def test_mmseg_entry_point_trains_a_project_config(tmp_path, demo_shapes):
         cwd=tmp_path)
     ckpt = load_checkpoint_file(osp.join(work, 'iter_1.pth'))
     assert ckpt['meta']['iter'] == 1
-    assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
+    assert 'decode_head.attn.op.linear_0.weight' in ckpt['state_dict']

@@ -20,6 +20,7 @@ import numpy as np
 from projects.bad_data import BadSampleError, bad_sample
 from ..registry import DATASETS
 from .base import PointCloudDataset, check_labels, check_points, read_txt_cloud, require
+from .hdf5 import read_h5_clouds
 
 
 def _read_lines(path: str) -> list:
@@ -70,28 +71,19 @@ class ModelNet40Dataset(PointCloudDataset):
 
     def _read_h5(self, fn: str):
         """(points (N, P, 3) float32, labels (N,) int64) of one file, or ``BadSampleError``."""
-        import h5py
         name = type(self).__name__
         try:
-            with h5py.File(fn, 'r') as f:
-                for key in ('data', 'label'):
-                    if key not in f:
-                        raise bad_sample(name, fn, f'no "{key}" dataset (keys: {sorted(f.keys())})', key=key)
-                try:
-                    points = np.asarray(f['data'][:], dtype=np.float32)
-                    labels = np.asarray(f['label'][:]).reshape(-1)
-                except (OSError, ValueError) as err:
-                    raise bad_sample(name, fn, f'unreadable data ({str(err).splitlines()[0]})') from None
-        except OSError as err:
-            raise bad_sample(name, fn, 'not a readable HDF5 file (truncated or corrupt: '
-                             f'{str(err).splitlines()[0]})') from None
+            arrays = read_h5_clouds(fn, require=('data', 'label'), owner=name)
+        except KeyError as err:  # a missing key: named with the keys the file has
+            raise BadSampleError(err.args[0]) from None
+        points, labels = arrays['data'], arrays['label']
         if points.ndim != 3 or points.shape[2] != 3:
             raise bad_sample(name, fn, f'"data" must be (shapes, points, 3), got {points.shape}', key='data')
-        if len(points) != len(labels):
-            raise bad_sample(name, fn, f'{len(points)} shapes in "data" but {len(labels)} in "label"',
-                             key='label')
+        if labels.shape != (len(points),):
+            raise bad_sample(name, fn, f'"label" must hold one class per shape ({len(points)}), got '
+                             f'shape {labels.shape}', key='label')
         check_labels(labels, len(self.classes), name, fn, key='label')
-        return points, labels.astype(np.int64)
+        return points, labels
 
     @property
     def metainfo(self) -> dict:
