@@ -129,7 +129,7 @@ def test_s3dis_annotations_to_converter_to_dataset(tmp_path):
     assert preds[0]['pred'].shape == (900,) and torch.equal(preds[0]['gt'], test[0].y)
     metric = SemSegMetric(num_classes=13)
     metric.process(None, preds)
-    assert 0.0 <= metric.compute_metrics(metric.results)['OA'] <= 1.0
+    assert 0.0 <= metric.compute_metrics(metric.results)['OA'] <= 100.0
 
     with pytest.raises(FileNotFoundError, match='missing Annotations folder'):
         (src / 'Area_2' / 'bad_room').mkdir(parents=True)
