@@ -1,6 +1,7 @@
 """Past one machine on CPU: tools/dist_train.sh and tools/dist_test.sh as two "nodes" on localhost
 (NNODES=2, one gloo process each) give the weights and metrics of one process on the same global
 batch; tools/slurm_*.sh start the tools through srun with mmengine's slurm launcher."""
+import importlib.util
 import json
 import os
 import os.path as osp
@@ -68,6 +69,14 @@ def one_process(tool: str, args: list, tmp_path) -> str:
     return _check(proc, tool)
 
 
+def in_process(tool: str, args: list):
+    """``tools/<tool>``'s ``main(args)`` in this process (no interpreter start-up)."""
+    spec = importlib.util.spec_from_file_location(f'tool_{osp.splitext(tool)[0]}', osp.join(ROOT, 'tools', tool))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(args)
+
+
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('shapes')
@@ -82,13 +91,13 @@ def _weights(path):
 
 @pytest.mark.e2e
 def test_two_nodes_train_and_test_like_one_process(tmp_path, data_root):
-    data = [f'{k}.dataset.data_root={data_root}' for k in ('train_dataloader', 'test_dataloader')]
+    data = [f'{k}.dataset.data_root={data_root}' for k in ('test_dataloader', 'train_dataloader', 'val_dataloader')]
     cfg = osp.join(ROOT, CONFIG)
     ddp, single = str(tmp_path / 'ddp'), str(tmp_path / 'single')
     two_nodes('dist_train.sh', [cfg, '1', '--work-dir', ddp, '--cfg-options', *data, *MODEL, *TRAIN,
                                 'train_dataloader.batch_size=2'], tmp_path)
-    one_process('train.py', [cfg, '--work-dir', single, '--cfg-options', *data, *MODEL, *TRAIN,
-                             'train_dataloader.batch_size=4'], tmp_path)
+    in_process('train.py', [cfg, '--work-dir', single, '--cfg-options', *data, *MODEL, *TRAIN,
+                            'train_dataloader.batch_size=4'])
     a, b = _weights(osp.join(ddp, 'iter_3.pth')), _weights(osp.join(single, 'iter_3.pth'))
     assert a.keys() == b.keys()
     moved = max((a[k] - v).abs().max().item() for k, v in _weights(osp.join(single, 'iter_1.pth')).items())
@@ -96,11 +105,11 @@ def test_two_nodes_train_and_test_like_one_process(tmp_path, data_root):
     assert moved > 1e-3 and diff < 1e-6, (moved, diff)  # training moved the weights; both runs agree
 
     ckpt = osp.join(ddp, 'iter_3.pth')
-    test_opts = ['--cfg-options', data[1], *MODEL]
+    test_opts = ['--cfg-options', data[0], *MODEL]
     log = two_nodes('dist_test.sh', [cfg, ckpt, '1', '--work-dir', str(tmp_path / 'ddp_test'), *test_opts],
                     tmp_path)
     assert 'per class results' in log
-    one_process('test.py', [cfg, ckpt, '--work-dir', str(tmp_path / 'single_test'), *test_opts], tmp_path)
+    in_process('test.py', [cfg, ckpt, '--work-dir', str(tmp_path / 'single_test'), *test_opts])
     metrics = [json.load(open(tmp_path / d / 'test_metrics.json')) for d in ('ddp_test', 'single_test')]
     assert set(metrics[0]) >= {'mIoU', 'mAcc', 'aAcc'} and metrics[0] == metrics[1]
 
