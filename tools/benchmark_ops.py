@@ -34,7 +34,7 @@ from torch import nn
 
 from attn_ops import ATTENTION, build_attention
 from attn_ops.layouts import MAP, example_input
-from projects.progress import add_quiet_argument, track, write
+from projects import progress
 
 
 # ----------------------------------------------------------------------------- peers
@@ -141,7 +141,7 @@ def run(opts) -> list[dict]:
     torch.manual_seed(0)
     names = opts.ops or sorted(ATTENTION.module_dict)
     rows = []
-    for name in track(names, desc='benchmark (ops)', quiet=opts.quiet):
+    for name in progress.track(names, desc='benchmark (ops)', quiet=opts.quiet):
         for n in opts.tokens:
             op = build(name, opts.dim, **opts.op_kwargs).to(device)
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
@@ -149,7 +149,7 @@ def run(opts) -> list[dict]:
             try:
                 ours = measure(op, (x,), opts, device)
             except RuntimeError as err:  # out of memory at large N: report, keep going
-                write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
+                progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
@@ -162,7 +162,7 @@ def run(opts) -> list[dict]:
                 row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
                 row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
-            write(_line(row))
+            progress.write(_line(row))
     return rows
 
 
@@ -239,7 +239,7 @@ def parse_args(argv=None):
     p.add_argument('--op-kwargs', type=json.loads, default={},
                    help='JSON of extra constructor arguments for the selected ops (no peer then)')
     p.add_argument('--out', default='work_dirs/benchmark_ops')
-    add_quiet_argument(p)
+    progress.add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.quick:
         opts.tokens, opts.repeats, opts.warmup = [256], 3, 1

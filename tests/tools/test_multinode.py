@@ -1,7 +1,6 @@
 """Past one machine on CPU: tools/dist_train.sh and tools/dist_test.sh as two "nodes" on localhost
 (NNODES=2, one gloo process each) give the weights and metrics of one process on the same global
 batch; tools/slurm_*.sh start the tools through srun with mmengine's slurm launcher."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -14,11 +13,10 @@ import pytest
 import torch
 
 from projects.compat.checkpoint import install as install_checkpoint_allowlist, load_checkpoint_file
+from tests.tools.helpers import ROOT, SEG_CONFIG as CONFIG, load_tool
 
 install_checkpoint_allowlist()
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = 'configs/eanet/eanet_r18-d8_1xb8-1k_demo-shapes-64x64.py'
 # Deterministic and batch-size invariant, so that 2 x 2 samples on two ranks equal 4 samples on
 # one: no flip, no dropout, GroupNorm (BatchNorm statistics are per process; SyncBN needs CUDA),
 # plain SGD (its update is linear in the averaged gradient).
@@ -71,10 +69,7 @@ def one_process(tool: str, args: list, tmp_path) -> str:
 
 def in_process(tool: str, args: list):
     """``tools/<tool>``'s ``main(args)`` in this process (no interpreter start-up)."""
-    spec = importlib.util.spec_from_file_location(f'tool_{osp.splitext(tool)[0]}', osp.join(ROOT, 'tools', tool))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(args)
+    return load_tool(tool).main(args)
 
 
 @pytest.fixture(scope='module')
