@@ -8,6 +8,7 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,12 +22,14 @@ def _env():
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
 
-def run_in_tty(*args: str) -> str:
-    """Run the script with stdout and stderr on a pseudo-terminal, as in tmux; return what it drew."""
+def run_in_tty(*args: str, cwd=ROOT) -> str:
+    """Run ``python ARGS`` (default: the script) with stdout and stderr on a pseudo-terminal, as in
+    tmux; return what it drew."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))  # 24 rows, 100 cols
-    proc = subprocess.Popen([sys.executable, '-c', SCRIPT, *args], stdout=slave, stderr=slave,
-                            stdin=subprocess.DEVNULL, cwd=ROOT, env=_env())
+    argv = list(args) if args and args[0].endswith('.py') else ['-c', SCRIPT, *args]
+    proc = subprocess.Popen([sys.executable, *argv], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL, cwd=cwd, env=_env())
     os.close(slave)
     chunks = []
     while True:
@@ -41,8 +44,9 @@ def run_in_tty(*args: str) -> str:
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(60) == 0
-    return b''.join(chunks).decode()
+    out = b''.join(chunks).decode(errors='replace')
+    assert proc.wait(60) == 0, out[-2000:]
+    return out
 
 
 def test_bar_drawn_in_a_terminal():
@@ -63,3 +67,37 @@ def test_piped_output_has_no_bar(stderr):
                          cwd=ROOT, env=_env(), text=True, check=True)
     assert res.stdout == 'done 7\n'
     assert not res.stderr
+
+
+def _s3dis_source(root):
+    for area, room in [(1, 'office_1'), (5, 'hallway_1')]:
+        ann = root / f'Area_{area}' / room / 'Annotations'
+        ann.mkdir(parents=True)
+        np.savetxt(ann / 'chair_1.txt', np.random.RandomState(area).rand(20, 6) * 10)
+    return str(root)
+
+
+TOOLS = {  # tool -> (arguments for a tiny run in tmp, the bar's description)
+    'generate_demo_data': (lambda tmp: ['tools/generate_demo_data.py', '--out', str(tmp / 'shapes'),
+                                        '--num-train', '3', '--num-val', '2', '--size', '16'], 'demo shapes'),
+    's3dis converter': (lambda tmp: ['tools/dataset_converters/s3dis.py', _s3dis_source(tmp / 'src'),
+                                     str(tmp / 'dst')], 'S3DIS rooms'),
+    'benchmark_ops': (lambda tmp: ['tools/benchmark_ops.py', '--ops', 'ExternalAttention', 'SelfAttention',
+                                   '--tokens', '16', '--repeats', '1', '--warmup', '0', '--no-peer',
+                                   '--out', str(tmp / 'bench')], 'benchmark'),
+}
+
+
+@pytest.mark.parametrize('tool', sorted(TOOLS))
+def test_tools_draw_a_bar_in_a_terminal_only(tool, tmp_path):
+    make_args, desc = TOOLS[tool]
+    (tmp_path / 'tty').mkdir()
+    out = run_in_tty(*[os.path.join(ROOT, a) if a.startswith('tools/') else a for a in make_args(tmp_path / 'tty')],
+                     cwd=tmp_path)
+    assert desc in out and '100%' in out, out[-2000:]
+    (tmp_path / 'pipe').mkdir()
+    args = make_args(tmp_path / 'pipe')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, args[0]), *args[1:]], cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert desc not in res.stdout + res.stderr and '\r' not in res.stdout + res.stderr
