@@ -133,11 +133,6 @@ def tokens_to_map(x: Tensor, hw: Sequence[int]) -> Tensor:
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
 
 
-def op_channels(op: nn.Module) -> int:
-    """The channel count an op was built for (its ``dim_arg`` attribute)."""
-    return int(getattr(op, getattr(op, 'dim_arg', 'dim')))
-
-
 class LayoutAdapter(nn.Module):
     """Run ``op`` on the layout ``layout`` although it natively works on the other one.
 
@@ -145,6 +140,10 @@ class LayoutAdapter(nn.Module):
         op: an attention op with a ``layout`` attribute (``'tokens'`` or ``'map'``).
         layout: the layout the adapter accepts and returns.
         hw: for a map op seen as tokens, the default ``(H, W)`` of the token grid.
+
+    ``forward(x, *, mask=None, return_attn=False, hw=None)``: ``return_attn`` is handed to the op
+    and its weights come back unchanged (token index = row-major pixel index). ``kind``,
+    ``attn_form``, ``dim`` and ``dense_attention`` are the op's.
     """
 
     def __init__(self, op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None):
@@ -158,34 +157,56 @@ class LayoutAdapter(nn.Module):
         if native == layout:
             raise ValueError(f'LayoutAdapter: {type(op).__name__} already works on {layout}; '
                              'use as_layout(), which returns such an op unchanged')
+        if getattr(op, 'kind', None) == 'pool':
+            raise ValueError(f'LayoutAdapter: {type(op).__name__} is a pool op (its output is a vector, '
+                             'not a layout); call it on its own layout')
         self.op = op
         self.layout = layout
-        self.channels = op_channels(op)
         self.hw = tuple(hw) if hw is not None else None
 
-    dim_arg = 'channels'
-    supports_mask = False  # maps have no padding; a map op cannot skip padded tokens
+    @property
+    def dim(self) -> int:
+        return self.op.dim
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
-                hw: Optional[Sequence[int]] = None) -> Tensor:
-        c = self.channels
+    @property
+    def kind(self) -> str:
+        return self.op.kind
+
+    @property
+    def attn_form(self):
+        return self.op.attn_form
+
+    supports_mask = False  # a map has no padding; a map op cannot skip padded tokens
+
+    def dense_attention(self, weights: Tensor, hw: Sequence[int]) -> Tensor:
+        return self.op.dense_attention(weights, hw)
+
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False,
+                hw: Optional[Sequence[int]] = None):
+        c = self.dim
         name = f'{type(self.op).__name__} (adapted to {_DESCRIBE[self.layout]})'
         if self.layout == MAP:
             check_map(name, x, c)
             if mask is not None:
                 raise ValueError(f'{name}: a map has no padding; got a mask of shape {_shape(mask)}')
-            b, _, h, w = x.shape
-            return tokens_to_map(self.op(map_to_tokens(x)), (h, w))
-        check_tokens(name, x, c)
-        hw = hw if hw is not None else self.hw
-        if hw is None:
-            raise ValueError(f'{name}: the token grid size is unknown; pass hw=(H, W) with '
-                             f'H*W={x.shape[1]} at construction or call')
-        if mask is not None:
-            check_mask(name, mask, x.shape[0], x.shape[1])
-            if not bool(mask.all()):
-                raise ValueError(f'{name}: a map op cannot honour a padding mask with padded tokens')
-        return map_to_tokens(self.op(tokens_to_map(x, hw)))
+            _, _, h, w = x.shape
+            out = self.op(map_to_tokens(x), return_attn=return_attn)
+            y, weights = out if return_attn else (out, None)
+            y = tokens_to_map(y, (h, w))
+        else:
+            check_tokens(name, x, c)
+            hw = hw if hw is not None else self.hw
+            if hw is None:
+                raise ValueError(f'{name}: the token grid size is unknown; pass hw=(H, W) with '
+                                 f'H*W={x.shape[1]} at construction or call')
+            if mask is not None:
+                check_mask(name, mask, x.shape[0], x.shape[1])
+                if not bool(mask.all()):
+                    raise ValueError(f'{name}: a map op cannot honour a padding mask with padded tokens')
+            out = self.op(tokens_to_map(x, hw), return_attn=return_attn)
+            y, weights = out if return_attn else (out, None)
+            y = map_to_tokens(y)
+        return (y, weights) if return_attn else y
 
 
 def as_layout(op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None) -> nn.Module:

@@ -76,22 +76,24 @@ ATTENTION = Registry(
     build_func=_build)
 
 
-def build_attention(cfg: dict, dim: int | None = None, **default_args):
-    """Build an op from ``cfg``; ``dim`` fills the op's channel argument when absent.
+def op_class(cfg: dict) -> type:
+    """The class a config names (``UnknownOpError`` with close names when none)."""
+    _check_type(cfg, ATTENTION)
+    return ATTENTION.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
 
-    Every op names its channel argument in ``dim_arg`` (``dim`` for most, ``channels`` for
-    map blocks), so a head or a network can hand its width to any op without knowing it:
+
+def build_attention(cfg: dict, dim: int | None = None, **default_args):
+    """Build an op from ``cfg``; ``dim`` fills the op's channel argument ``dim`` when absent, so
+    a head or a network hands its width to any op:
     ``build_attention(dict(type='OutlookAttention', num_heads=2), dim=64)``.
-    A ``cfg`` that already sets the channel argument to another value raises ``ValueError``.
+    A ``cfg`` that already sets ``dim`` to another value raises ``ValueError``.
     """
     cfg = dict(cfg)
     _check_type(cfg, ATTENTION)
     if dim is not None:
-        op_cls = ATTENTION.get(cfg['type']) if isinstance(cfg['type'], str) else cfg['type']
-        key = getattr(op_cls, 'dim_arg', 'dim')
-        given = cfg.setdefault(key, dim)
+        given = cfg.setdefault('dim', dim)
         if given != dim:
             raise ValueError(
-                f'{cfg["type"]}: config sets {key}={given} but the surrounding model feeds it '
-                f'{dim} channels; drop "{key}" from the config or make them agree')
+                f'{cfg["type"]}: config sets dim={given} but the surrounding model feeds it '
+                f'{dim} channels; drop "dim" from the config or make them agree')
     return ATTENTION.build(cfg, default_args=default_args or None)

@@ -9,7 +9,8 @@ its native layout (maps use the squarest H x W with H*W ~ N), and measured:
   on CUDA also the peak allocated memory of the step;
 * FLOPs: ``torch.utils.flop_counter`` (matmuls, convolutions, SDPA);
 * the same for the External-Attention-pytorch catalogue (``fightingcv-attention``) where it has
-  the op, so ratios compare like with like measured in one process.
+  the op (built from our op's hyper-parameters by :mod:`tools.peers.catalogue`), so ratios
+  compare like with like measured in one process.
 
 Writes ``results.csv``, ``results.md`` and ``time.png`` / ``memory.png`` under ``--out``.
 
@@ -25,38 +26,35 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os.path as osp
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-from attn_ops import ATTENTION, build_attention
-from attn_ops.layouts import MAP, example_input
-from projects import progress
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from attn_ops import ATTENTION, build_attention  # noqa: E402
+from attn_ops.layouts import MAP, example_input  # noqa: E402
+from projects import progress  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- peers
-def _catalogue_peer(name: str, dim: int):
-    """(module, input adapter) from fightingcv-attention for ``name``, or None."""
+def catalogue_peer(op: nn.Module):
+    """(catalogue module with ``op``'s hyper-parameters, input adapter), or None when it has none
+    (see :mod:`tools.peers.catalogue`; known defects are fixed so that the peer runs)."""
     try:
-        if name == 'ExternalAttention':
-            from fightingcv_attention.attention.ExternalAttention import ExternalAttention
-            return ExternalAttention(d_model=dim, S=64), lambda x: (x,)
-        if name == 'OutlookAttention':
-            from fightingcv_attention.attention.OutlookAttention import OutlookAttention
-            return OutlookAttention(dim=dim, attn_drop=0.0), lambda x: (x.permute(0, 2, 3, 1),)
-        if name in ('MultiHeadAttention', 'SelfAttention'):
-            from fightingcv_attention.attention.SelfAttention import ScaledDotProductAttention
-            h = 8 if name == 'MultiHeadAttention' else 1
-            return ScaledDotProductAttention(dim, dim // h, dim // h, h, dropout=0.0), lambda x: (x, x, x)
-        if name == 'CrissCrossAttention':
-            from fightingcv_attention.attention.CrissCrossAttention import CrissCrossAttention
-            return CrissCrossAttention(dim), lambda x: (x,)
+        import fightingcv_attention  # noqa: F401  (a test / benchmark dependency)
     except ImportError:
         return None
-    return None
+    from tools.peers.catalogue import PEERS, build_peer
+    theirs = build_peer(op, copy_weights=False)
+    return None if theirs is None else (theirs, PEERS[type(op).__name__].inputs)
 
 
 # ----------------------------------------------------------------------------- measures
@@ -112,8 +110,23 @@ def peak_cuda_bytes(module, args, backward, device) -> int | None:
     return torch.cuda.max_memory_allocated(device) - base
 
 
+def _count_cpu_sdpa() -> None:
+    """torch's FLOP counter knows the CUDA SDPA kernels but not the CPU flash kernel; count it
+    with the same formula (two batched matmuls, 4 b h n m d)."""
+    from torch.utils import flop_counter as fc
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(op)
+    def _sdpa_cpu(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def flops(module, args) -> int:
+    """Forward FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``)."""
     from torch.utils.flop_counter import FlopCounterMode
+    _count_cpu_sdpa()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         module(*(a.detach() for a in args))   # forward FLOPs; grad-requiring views trip the tracker
     return counter.get_total_flops()
@@ -154,7 +167,7 @@ def run(opts) -> list[dict]:
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
                        input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
-            peer = None if opts.no_peer or opts.op_kwargs else _catalogue_peer(name, opts.dim)
+            peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
                 theirs = measure(module.to(device), adapt(x), opts, device)
@@ -237,7 +250,7 @@ def parse_args(argv=None):
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
     p.add_argument('--quick', action='store_true', help='one small size, 3 repeats (op table)')
     p.add_argument('--op-kwargs', type=json.loads, default={},
-                   help='JSON of extra constructor arguments for the selected ops (no peer then)')
+                   help='JSON of extra constructor arguments for the selected ops (the peer gets the same)')
     p.add_argument('--out', default='work_dirs/benchmark_ops')
     progress.add_quiet_argument(p)
     opts = p.parse_args(argv)

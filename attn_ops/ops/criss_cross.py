@@ -7,13 +7,15 @@ every pixel.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
-from mmcv.cnn import Scale
 from torch import Tensor, nn
 
 from ..layouts import MAP
 from ..registry import ATTENTION
 from .base import AttentionOp
+from .layers import Scale
 
 
 @ATTENTION.register_module()
@@ -33,33 +35,40 @@ class CrissCrossAttention(AttentionOp):
     equal mmcv's ``CrissCrossAttention`` so checkpoints load in either.
 
     Args:
-        channels: C (at least 8; the query/key width is C // 8).
+        dim: C (at least 8; the query/key width is C // 8).
 
-    Shapes: (B, C, H, W) -> (B, C, H, W). Cost O(HW (H + W) C).
+    Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
+    (B, 1, H, W, H + W) (``local`` form: for pixel (h, w), first the H pixels (i, w) of its column,
+    the pixel itself at weight 0, then the W pixels (h, j) of its row; sums to one over the last
+    axis); :meth:`dense_attention` scatters them to (B, 1, N, N). Cost O(HW (H + W) C).
+
+    Catalogue: differs: it builds its -inf diagonal on the CPU, so it fails on CUDA inputs; ours is
+    device-agnostic (equal on CPU, and equal to mmcv's ``CrissCrossAttention``)
     """
 
     layout = MAP
-    dim_arg = 'channels'
+    kind = 'block'
+    attn_form = 'local'
     paper = 'CCNet (Huang et al., ICCV 2019)'
     complexity = 'O(N sqrt(N))'
 
-    def __init__(self, channels: int):
+    def __init__(self, dim: int):
         super().__init__()
-        if channels < 8:
-            raise ValueError(f'CrissCrossAttention: channels must be >= 8 (query/key width is '
-                             f'channels // 8), got {channels}')
-        self.channels = channels
-        self.query_conv = nn.Conv2d(channels, channels // 8, 1)
-        self.key_conv = nn.Conv2d(channels, channels // 8, 1)
-        self.value_conv = nn.Conv2d(channels, channels, 1)
+        if dim < 8:
+            raise ValueError(f'CrissCrossAttention: dim must be >= 8 (query/key width is dim // 8), '
+                             f'got {dim}')
+        self.dim = dim
+        self.query_conv = nn.Conv2d(dim, dim // 8, 1)
+        self.key_conv = nn.Conv2d(dim, dim // 8, 1)
+        self.value_conv = nn.Conv2d(dim, dim, 1)
         self.gamma = Scale(0.0)
 
     @property
     def in_channels(self) -> int:  # mmcv's attribute name
-        return self.channels
+        return self.dim
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         _, _, h, w = x.shape
         q, k, v = self.query_conv(x), self.key_conv(x), self.value_conv(x)
         # column energies: pixel (h, w) against (i, w) for every row i -> (B, H, W, H)
@@ -71,4 +80,19 @@ class CrissCrossAttention(AttentionOp):
         attn = torch.cat([e_col, e_row], dim=-1).softmax(dim=-1)
         a_col, a_row = attn.split([h, w], dim=-1)
         out = torch.einsum('bhwi,bciw->bchw', a_col, v) + torch.einsum('bhwj,bchj->bchw', a_row, v)
-        return self.gamma(out) + x
+        out = self.gamma(out) + x
+        return (out, attn.unsqueeze(1)) if return_attn else out
+
+    def dense_attention(self, weights: Tensor, hw: Sequence[int]) -> Tensor:
+        """(B, 1, H, W, H + W) -> (B, 1, N, N): the weight of pixel s's value in pixel t's output."""
+        h, w = int(hw[0]), int(hw[1])
+        n = h * w
+        rows = torch.arange(h, device=weights.device).view(h, 1, 1)
+        cols = torch.arange(w, device=weights.device).view(1, w, 1)
+        col_src = torch.arange(h, device=weights.device).view(1, 1, h) * w + cols      # (i, w)
+        row_src = rows * w + torch.arange(w, device=weights.device).view(1, 1, w)      # (h, j)
+        src = torch.cat([col_src.expand(h, w, h), row_src.expand(h, w, w)], dim=-1)     # (H, W, H+W)
+        tgt = (rows * w + cols).expand(h, w, h + w)
+        dense = weights.new_zeros(*weights.shape[:2], n * n)
+        dense.index_add_(2, (tgt * n + src).reshape(-1), weights.reshape(*weights.shape[:2], -1))
+        return dense.view(*weights.shape[:2], n, n)

@@ -13,29 +13,32 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 
 from ..layouts import MAP, attend_mask, zero_padded
 from ..registry import ATTENTION
 from .base import AttentionOp
+from .layers import build_norm, float32_math, upcast
 
 
-def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float = 0.0,
+def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float = 1e-9,
                      mask: Optional[Tensor] = None) -> Tensor:
-    """EANet's double normalisation: softmax over tokens, then L1 over memory units.
+    """EANet's double normalisation: softmax over tokens, then L1 over memory units (+ ``eps``).
 
-    ``mask`` is a bool tensor broadcastable to ``logits`` (True = real token). Padded tokens get
-    no attention and their rows are left at zero (their L1 denominator is set to one).
+    Computed in float32 whatever the autocast dtype, returned in ``logits.dtype``. ``mask`` is a
+    bool tensor broadcastable to ``logits`` (True = real token): padded tokens get no attention and
+    their rows are zero. ``eps`` (1e-9, the official code's) keeps a token whose S softmax entries all
+    underflow at zero instead of 0/0.
     """
-    if mask is not None:
-        logits = logits.masked_fill(~attend_mask(mask, dim=token_dim), float('-inf'))
-    attn = logits.softmax(dim=token_dim)
-    denom = attn.sum(dim=unit_dim, keepdim=True)
-    if mask is not None:
-        attn = attn.masked_fill(~mask, 0.0)
-        denom = denom.masked_fill(~mask, 1.0)
-    return attn / (denom + eps)
+    with float32_math(logits):
+        attn = upcast(logits)
+        if mask is not None:
+            attn = attn.masked_fill(~attend_mask(mask, dim=token_dim), float('-inf'))
+        attn = attn.softmax(dim=token_dim)
+        if mask is not None:
+            attn = attn.masked_fill(~mask, 0.0)
+        attn = attn / (attn.sum(dim=unit_dim, keepdim=True) + eps)
+    return attn.to(logits.dtype)
 
 
 @ATTENTION.register_module()
@@ -47,33 +50,42 @@ class ExternalAttention(AttentionOp):
 
     with memories :math:`M_k \in \mathbb{R}^{S \times C}`, :math:`M_v \in \mathbb{R}^{C \times S}`
     (two bias-free linear layers, weights initialised :math:`\mathcal{N}(0, 0.001^2)` as in the
-    catalogue). Softmax runs over the N tokens, then each token's S weights are L1-normalised.
+    catalogue). Softmax runs over the N tokens, then each token's S weights are L1-normalised
+    (denominator + ``eps``, as the official code).
 
     Args:
         dim: channels C.
         S: number of memory units (paper default 64).
+        eps: L1 denominator offset (official 1e-9).
 
-    Shapes: ``x`` (B, N, C), ``mask`` (B, N) bool, True = real token -> (B, N, C).
-    Padded tokens get no attention weight and zero output. Cost O(N S C).
+    Shapes: ``x`` (B, N, C), ``mask`` (B, N) bool, True = real token -> (B, N, C). Padded tokens
+    get no attention weight and zero output. ``return_attn=True`` also returns ``A`` as
+    (B, 1, N, S) (``memory`` form; each real token's row sums to one over S). Cost O(N S C).
+
+    Catalogue: differs: no eps in its L1 normalisation, so a token whose S softmax entries all
+    underflow (large inputs) gives 0/0 = NaN; we add the official 1e-9 (equal on ordinary inputs)
     """
 
+    kind = 'attention'
     supports_mask = True
+    attn_form = 'memory'
     paper = 'EANet (Guo et al., TPAMI 2022)'
     complexity = 'O(N)'
 
-    def __init__(self, dim: int, S: int = 64):
+    def __init__(self, dim: int, S: int = 64, *, eps: float = 1e-9):
         super().__init__()
-        self.dim, self.S = dim, S
+        self.dim, self.S, self.eps = dim, S, eps
         self.mk = nn.Linear(dim, S, bias=False)
         self.mv = nn.Linear(S, dim, bias=False)
         nn.init.normal_(self.mk.weight, std=0.001)
         nn.init.normal_(self.mv.weight, std=0.001)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        self.check_input(x, mask)
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         m = mask.unsqueeze(-1) if mask is not None else None
-        attn = double_normalize(self.mk(x), token_dim=1, unit_dim=2, mask=m)
-        return zero_padded(self.mv(attn), mask)
+        attn = double_normalize(self.mk(x), token_dim=1, unit_dim=2, eps=self.eps, mask=m)
+        out = zero_padded(self.mv(attn), mask)
+        return (out, attn.unsqueeze(1)) if return_attn else out
 
 
 @ATTENTION.register_module()
@@ -91,27 +103,31 @@ class ExternalAttentionBlock(AttentionOp):
     initialised N(0, 2/n) with n = kernel area x out channels, as the official code.
 
     Args:
-        channels: C.
+        dim: channels C.
         k: memory units (paper default 64).
-        norm_cfg: mmcv norm config of the output 1x1 conv (``BN``, ``SyncBN``, ``GN``...).
+        norm_cfg: norm config of the output 1x1 conv (``BN``, ``SyncBN``, ``GN``...; mmcv's spelling).
         eps: L1 denominator offset.
 
-    Shapes: (B, C, H, W) -> (B, C, H, W). Cost O(N k C).
+    Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns ``A`` as (B, 1, N, k),
+    N = H*W row-major (``memory`` form; rows sum to one over k). Cost O(N k C).
+
+    Catalogue: no counterpart (the catalogue has only the token form)
     """
 
     layout = MAP
-    dim_arg = 'channels'
+    kind = 'block'
+    attn_form = 'memory'
     paper = 'EANet (Guo et al., TPAMI 2022), official block'
     complexity = 'O(N)'
 
-    def __init__(self, channels: int, k: int = 64, norm_cfg: Optional[dict] = None, eps: float = 1e-9):
+    def __init__(self, dim: int, k: int = 64, *, norm_cfg: Optional[dict] = None, eps: float = 1e-9):
         super().__init__()
-        self.channels, self.k, self.eps = channels, k, eps
-        self.conv1 = nn.Conv2d(channels, channels, 1)
-        self.linear_0 = nn.Conv1d(channels, k, 1, bias=False)
-        self.linear_1 = nn.Conv1d(k, channels, 1, bias=False)
-        self.conv2 = nn.Conv2d(channels, channels, 1, bias=False)
-        self.norm = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
+        self.dim, self.k, self.eps = dim, k, eps
+        self.conv1 = nn.Conv2d(dim, dim, 1)
+        self.linear_0 = nn.Conv1d(dim, k, 1, bias=False)
+        self.linear_1 = nn.Conv1d(k, dim, 1, bias=False)
+        self.conv2 = nn.Conv2d(dim, dim, 1, bias=False)
+        self.norm = build_norm(norm_cfg, dim, MAP)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -123,21 +139,20 @@ class ExternalAttentionBlock(AttentionOp):
         # The official code ties the two memories' storage and initialises the shared tensor last
         # through linear_1 (std sqrt(2 / C)); we copy instead of sharing storage.
         with torch.no_grad():
-            nn.init.normal_(self.linear_1.weight, 0.0, math.sqrt(2.0 / self.channels))
+            nn.init.normal_(self.linear_1.weight, 0.0, math.sqrt(2.0 / self.dim))
             self.linear_0.weight.copy_(self.linear_1.weight.permute(1, 0, 2))
         if getattr(self.norm, 'weight', None) is not None:
             nn.init.ones_(self.norm.weight)
             nn.init.zeros_(self.norm.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        identity = x
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         b, c, h, w = x.shape
         feat = self.conv1(x).flatten(2)                                  # (B, C, N)
-        attn = double_normalize(self.linear_0(feat), token_dim=2, unit_dim=1, eps=self.eps)
+        attn = double_normalize(self.linear_0(feat), token_dim=2, unit_dim=1, eps=self.eps)  # (B, k, N)
         out = self.linear_1(attn).view(b, c, h, w)
-        out = self.norm(self.conv2(out))
-        return F.relu(out + identity)
+        out = F.relu(self.norm(self.conv2(out)) + x)
+        return (out, attn.transpose(1, 2).unsqueeze(1)) if return_attn else out
 
 
 @ATTENTION.register_module()
@@ -158,15 +173,21 @@ class MultiHeadExternalAttention(AttentionOp):
         num_heads: heads before expansion (the effective count is ``num_heads * coef``).
         coef: channel expansion (paper 4).
         attn_drop, proj_drop: dropout on the attention map and on the output.
+        eps: L1 denominator offset (official 1e-9).
 
-    Shapes: ``x`` (B, N, C), ``mask`` (B, N) -> (B, N, C). Cost O(N k C coef).
+    Shapes: ``x`` (B, N, C), ``mask`` (B, N) -> (B, N, C). ``return_attn=True`` also returns the
+    maps (B, num_heads * coef, N, k) before attention dropout (``memory`` form; rows sum to one
+    over k). Cost O(N k C coef).
+
+    Catalogue: no counterpart (checked against the official EAMLP code's structure)
     """
 
     supports_mask = True
+    attn_form = 'memory'
     paper = 'EANet (Guo et al., TPAMI 2022), EAMLP multi-head'
     complexity = 'O(N)'
 
-    def __init__(self, dim: int, num_heads: int = 8, coef: int = 4, attn_drop: float = 0.0,
+    def __init__(self, dim: int, num_heads: int = 8, coef: int = 4, *, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, eps: float = 1e-9):
         super().__init__()
         if dim % num_heads:
@@ -185,12 +206,12 @@ class MultiHeadExternalAttention(AttentionOp):
         self.proj = nn.Linear(dim * coef, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        self.check_input(x, mask)
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         b, n, _ = x.shape
         h = self.trans_dims(x).view(b, n, self.num_heads, -1).transpose(1, 2)   # (B, H, N, d)
         m = mask[:, None, :, None] if mask is not None else None
         attn = double_normalize(self.linear_0(h), token_dim=2, unit_dim=3, eps=self.eps, mask=m)
-        attn = self.attn_drop(attn)
-        out = self.linear_1(attn).transpose(1, 2).reshape(b, n, -1)
-        return zero_padded(self.proj_drop(self.proj(out)), mask)
+        out = self.linear_1(self.attn_drop(attn)).transpose(1, 2).reshape(b, n, -1)
+        out = zero_padded(self.proj_drop(self.proj(out)), mask)
+        return (out, attn) if return_attn else out

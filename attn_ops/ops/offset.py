@@ -6,13 +6,13 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
 from torch.utils.checkpoint import checkpoint
 from torch import Tensor, nn
 
-from ..layouts import attend_mask, masked_apply, zero_padded
+from ..layouts import TOKENS, attend_mask, masked_apply, zero_padded
 from ..registry import ATTENTION
 from .base import AttentionOp
+from .layers import build_norm, float32_math, upcast
 
 
 @ATTENTION.register_module()
@@ -30,10 +30,12 @@ class OffsetAttention(AttentionOp):
 
     Query and key projections share one bias-free weight ``W_qk`` (C -> C/4), no 1/sqrt(d) scale;
     softmax over the last axis (keys j), then L1 over the query axis i (eps 1e-9). ``v`` and the
-    transform ``W_t`` are linear with bias; ``norm`` defaults to BatchNorm over channels.
+    transform ``W_t`` are linear with bias; ``norm`` defaults to BatchNorm over channels. The
+    attention sums run in float32 under autocast.
 
     Args:
-        channels: C (divisible by 4). norm_cfg: mmcv norm config applied to (tokens, C).
+        dim: C (divisible by 4). norm_cfg: norm config applied to the tokens' channels (mmcv's
+            spelling: ``BN``, ``SyncBN``, ``LN``...).
         eps: L1 offset.
         chunk_size: when N is larger, attend in chunks of this many queries: each chunk takes
             its rows' log-sum-exp, then adds its share of the column sums and of the weighted
@@ -43,36 +45,45 @@ class OffsetAttention(AttentionOp):
             chunk must stay in cache). ``None`` always materialises the N x N map.
 
     Shapes: ``x`` (B, N, C), ``mask`` (B, N) bool -> (B, N, C). Padded tokens are excluded from the
-    softmax, the L1 sum and the norm's batch statistics; their outputs are zero. Cost O(N^2 C).
+    softmax, the L1 sum and the norm's batch statistics; their outputs are zero.
+    ``return_attn=True`` takes the full-map path and also returns ``A`` as (B, 1, N, N) in the
+    ``dense`` form ``W[b, 0, j, i] = A_ij``: row j holds the weights of the inputs i in output j and
+    sums to one over i (PCT's L1); the softmax ran over j (columns of ``W``). Cost O(N^2 C).
+
+    Catalogue: no counterpart (checked against PCT's ``SA_Layer``)
     """
 
-    dim_arg = 'channels'
+    kind = 'block'
     supports_mask = True
+    attn_form = 'dense'
     paper = 'PCT (Guo et al., CVM 2021)'
     complexity = 'O(N^2)'
 
-    def __init__(self, channels: int, norm_cfg: Optional[dict] = None, eps: float = 1e-9,
+    def __init__(self, dim: int, *, norm_cfg: Optional[dict] = None, eps: float = 1e-9,
                  chunk_size: Optional[int] = 256):
         super().__init__()
-        if channels % 4:
-            raise ValueError(f'OffsetAttention: channels={channels} must be divisible by 4')
+        if dim % 4:
+            raise ValueError(f'OffsetAttention: dim={dim} must be divisible by 4')
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f'OffsetAttention: chunk_size must be a positive int or None, got {chunk_size}')
-        self.channels, self.eps, self.chunk_size = channels, eps, chunk_size
-        self.qk = nn.Linear(channels, channels // 4, bias=False)
-        self.v = nn.Linear(channels, channels)
-        self.trans = nn.Linear(channels, channels)
-        self.norm = build_norm_layer(norm_cfg or dict(type='BN1d'), channels)[1]
+        self.dim, self.eps, self.chunk_size = dim, eps, chunk_size
+        self.qk = nn.Linear(dim, dim // 4, bias=False)
+        self.v = nn.Linear(dim, dim)
+        self.trans = nn.Linear(dim, dim)
+        self.norm = build_norm(norm_cfg, dim, TOKENS)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        self.check_input(x, mask)
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         q, v = self.qk(x), self.v(x)                                     # (B, N, C/4), (B, N, C)
-        if self.chunk_size is None or x.shape[1] <= self.chunk_size:
-            x_r = self._attend(q, v, mask)
-        else:
-            x_r = self._attend_chunked(q, v, mask)
-        offset = masked_apply(self.norm, self.trans(x - x_r), mask)     # norm statistics: real tokens
-        return zero_padded(x + F.relu(offset), mask)
+        with float32_math(x):
+            q32, v32 = upcast(q), upcast(v)
+            if return_attn or self.chunk_size is None or x.shape[1] <= self.chunk_size:
+                x_r, attn = self._attend(q32, v32, mask)
+            else:
+                x_r, attn = self._attend_chunked(q32, v32, mask), None
+        offset = masked_apply(self.norm, self.trans(x - x_r.to(v.dtype)), mask)  # statistics: real tokens
+        out = zero_padded(x + F.relu(offset), mask)
+        return (out, attn.transpose(1, 2).unsqueeze(1).to(v.dtype)) if return_attn else out
 
     def _energy(self, q_rows: Tensor, q: Tensor, mask: Optional[Tensor]) -> Tensor:
         """E_ij = q_i . q_j for the given query rows, padded keys at -inf: (B, rows, N)."""
@@ -81,12 +92,13 @@ class OffsetAttention(AttentionOp):
             energy = energy.masked_fill(~attend_mask(mask)[:, None, :], float('-inf'))
         return energy
 
-    def _attend(self, q: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
+    def _attend(self, q: Tensor, v: Tensor, mask: Optional[Tensor]):
+        """The full N x N map: returns (F_sa (B, N, C), A (B, N_i, N_j))."""
         attn = self._energy(q, q, mask).softmax(dim=-1)                  # over keys j
         if mask is not None:
             attn = attn.masked_fill(~mask[:, :, None], 0.0)             # padded queries give nothing
         attn = attn / (self.eps + attn.sum(dim=1, keepdim=True))         # L1 over queries i
-        return attn.transpose(1, 2) @ v                                  # F_sa,j = sum_i A_ij v_i
+        return attn.transpose(1, 2) @ v, attn                            # F_sa,j = sum_i A_ij v_i
 
     def _attend_chunked(self, q: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
         """The same sums over query chunks I: with r_i = logsumexp_j E_ij and

@@ -3,7 +3,9 @@ arXiv:2106.13112)."""
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,15 +35,24 @@ class OutlookAttention(AttentionOp):
             so that windows and pooled centres line up for any stride).
         qkv_bias: bias of the value projection. attn_drop, proj_drop: dropout rates.
 
-    Shapes: (B, C, H, W) -> (B, C, H, W) for any stride. Cost O(N K^4 / stride^2 + N K^2 C).
+    Shapes: (B, C, H, W) -> (B, C, H, W) for any stride. ``return_attn=True`` also returns the
+    window weights (B, heads, L, K^2, K^2) before dropout (``local`` form: L = H' W' windows,
+    [target, source] positions of the K x K window, row-major; each row sums to one over the
+    sources); :meth:`dense_attention` scatters them to (B, heads, N, N), whose row t sums to the
+    number of windows covering pixel t. Cost O(N K^4 / stride^2 + N K^2 C).
+
+    Catalogue: differs: it builds ``nn.Unfold(kernel_size, padding, stride)``, which torch reads
+    as (kernel, dilation, padding), so every stride > 1 fails; we follow VOLO (equal for stride 1,
+    and for any stride with that line fixed)
     """
 
     layout = MAP
+    attn_form = 'local'
     paper = 'VOLO (Yuan et al., TPAMI 2022)'
     complexity = 'O(N)'
 
     def __init__(self, dim: int, num_heads: int = 1, kernel_size: int = 3, padding: int = 1,
-                 stride: int = 1, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0):
+                 stride: int = 1, *, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'OutlookAttention: dim={dim} is not divisible by num_heads={num_heads}')
@@ -60,8 +71,8 @@ class OutlookAttention(AttentionOp):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
         b, c, h, w = x.shape
         k2, heads = self.kernel_size ** 2, self.num_heads
         hp, wp = math.ceil(h / self.stride), math.ceil(w / self.stride)
@@ -71,8 +82,24 @@ class OutlookAttention(AttentionOp):
         centre = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True) if self.stride > 1 else x
         attn = self.attn(centre.permute(0, 2, 3, 1))                              # (B, H', W', h K2 K2)
         attn = attn.view(b, hp * wp, heads, k2, k2).transpose(1, 2)              # (B, h, L, K2, K2)
-        attn = self.attn_drop((attn * self.scale).softmax(dim=-1))
-        out = (attn @ v).permute(0, 1, 4, 3, 2).reshape(b, c * k2, hp * wp)
+        weights = (attn * self.scale).softmax(dim=-1)
+        out = (self.attn_drop(weights) @ v).permute(0, 1, 4, 3, 2).reshape(b, c * k2, hp * wp)
         out = F.fold(out, (h, w), self.kernel_size, padding=self.padding, stride=self.stride)
-        out = self.proj_drop(self.proj(out.permute(0, 2, 3, 1)))
-        return out.permute(0, 3, 1, 2)
+        out = self.proj_drop(self.proj(out.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return (out, weights) if return_attn else out
+
+    def dense_attention(self, weights: Tensor, hw: Sequence[int]) -> Tensor:
+        """(B, heads, L, K^2, K^2) window weights -> (B, heads, N, N) over the H x W pixels: the
+        weight of the value at pixel s in the (pre-projection) output at pixel t, windows summed."""
+        h, w = int(hw[0]), int(hw[1])
+        n, k, k2 = h * w, self.kernel_size, self.kernel_size ** 2
+        pix = torch.arange(1, n + 1, device=weights.device, dtype=torch.float64).view(1, 1, h, w)
+        win = F.unfold(pix, k, padding=self.padding, stride=self.stride)[0].T.long() - 1  # (L, K2), -1 = pad
+        if win.shape[0] != weights.shape[2]:
+            raise ValueError(f'OutlookAttention.dense_attention: weights hold {weights.shape[2]} windows, '
+                             f'a {h}x{w} map with stride {self.stride} has {win.shape[0]}')
+        tgt, src = win[:, :, None].expand(-1, k2, k2), win[:, None, :].expand(-1, k2, k2)
+        valid = (tgt >= 0) & (src >= 0)
+        dense = weights.new_zeros(*weights.shape[:2], n * n)
+        dense.index_add_(2, (tgt * n + src)[valid], weights[..., valid])
+        return dense.view(*weights.shape[:2], n, n)

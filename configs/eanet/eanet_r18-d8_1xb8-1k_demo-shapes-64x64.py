@@ -10,7 +10,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(depth=18, stem_channels=32, base_channels=16, norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=128, channels=64, num_classes=4, norm_cfg=norm_cfg,
+    decode_head=dict(in_channels=128, ea_channels=64, channels=32, num_classes=4, norm_cfg=norm_cfg,
                      attn=dict(type='ExternalAttentionBlock', k=32)),
     auxiliary_head=dict(in_channels=64, channels=32, num_classes=4, norm_cfg=norm_cfg))
 max_iters = 1000

@@ -1,56 +1,91 @@
-"""A generic FCN-style decode head around any operator of ATTENTION, for ablations."""
+"""A decode head around any operator of ATTENTION (for ablations), built as mmseg builds NLHead."""
 from __future__ import annotations
 
+import inspect
+
 import torch
-from mmcv.cnn import ConvModule
-from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+import torch.nn as nn
+from mmseg.models.decode_heads.fcn_head import FCNHead
 from mmseg.registry import MODELS
 
-from .ea_head import build_map_attention
+from attn_ops import adds_identity, build_attention, op_class
+from attn_ops.layouts import MAP, as_layout
+from attn_ops.ops.layers import Scale
+
+
+def build_map_attention(attn: dict, dim: int, norm_cfg=None) -> nn.Module:
+    """Build ``attn`` from ATTENTION for ``dim`` channels and return it on maps (B, C, H, W).
+
+    Token ops get the layout adapter. An op with a ``norm_cfg`` argument inherits the head's
+    (SyncBN in the multi-GPU recipes, BN in CPU configs) unless its config sets one.
+    """
+    if not isinstance(attn, dict) or 'type' not in attn:
+        raise TypeError(f'attn must be a config dict with a "type" key, e.g. '
+                        f'dict(type="ExternalAttentionBlock"), got {attn!r}')
+    cfg = dict(attn)
+    if (norm_cfg is not None and 'norm_cfg' not in cfg
+            and 'norm_cfg' in inspect.signature(op_class(cfg)).parameters):
+        cfg['norm_cfg'] = dict(norm_cfg)
+    return as_layout(build_attention(cfg, dim=dim), MAP)
+
+
+class AttnBranch(nn.Module):
+    r"""An op of ATTENTION on maps with the identity its ``kind`` asks for.
+
+    .. math::
+        y = \begin{cases} z + \gamma\,\mathrm{op}(z) & \text{attention (}\gamma\text{ learnable, starts at 0)}\\
+        \mathrm{op}(z) & \text{block, gate} \end{cases}
+
+    An ``attention`` op starts closed (mmseg's ``Scale(0)`` convention of PAM / CAM / CC), so an
+    untrained head equals the same head without it. ``residual=False`` drops the identity of an
+    ``attention`` op; ``residual=True`` on a ``block`` or ``gate`` op raises (identity twice).
+
+    Args:
+        attn: ATTENTION config; its ``dim`` is filled. dim: channels of ``z``.
+        norm_cfg: the head's norm, handed to an op with a ``norm_cfg`` argument.
+        residual: ``None`` (from the kind), ``True`` or ``False``. caller: named in errors.
+
+    Shapes: (B, dim, H, W) -> (B, dim, H, W).
+    """
+
+    def __init__(self, attn: dict, dim: int, norm_cfg=None, residual: bool | None = None,
+                 caller: str = 'AttnBranch'):
+        super().__init__()
+        self.op = build_map_attention(attn, dim, norm_cfg)
+        self.gamma = Scale(0.0) if adds_identity(self.op, residual, caller) else None
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.op(z)
+        return z + self.gamma(y) if self.gamma is not None else y
 
 
 @MODELS.register_module()
-class AttnHead(BaseDecodeHead):
-    r"""conv3x3 + norm + act (in -> ``channels``), one attention op, conv3x3 + norm + act, classifier.
+class AttnHead(FCNHead):
+    r"""mmseg's ``NLHead`` with its non-local block replaced by any op of ATTENTION.
 
-    ``attn=dict(type=..., ...)`` names any op of ATTENTION; its channel argument is filled with
-    ``channels`` and token ops run on the map through the layout adapter
-    (``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``).
-
-    .. math:: y = \mathrm{conv}_2\big(z + \mathrm{attn}(z)\big),\quad z = \mathrm{conv}_1(x)
-
-    with the residual ``z +`` only when ``residual=True`` (default; ops that already end with a
-    residual, such as ``ExternalAttentionBlock`` and ``CrissCrossAttention``, are usually given
-    ``residual=False``). With ``concat_input=True`` the head's input is concatenated before the
-    last conv, as in mmseg's ``FCNHead``.
+    ``convs[0]`` (3x3 conv + norm + act, in -> ``channels``) -> :class:`AttnBranch` (the op with the
+    identity its kind asks for; token ops through the layout adapter) -> ``convs[1]`` (3x3 conv +
+    norm + act) -> FCNHead's ``conv_cat`` when ``concat_input`` -> classifier. An untrained head
+    with an ``attention`` op equals the FCN head it extends (the op starts behind ``Scale(0)``).
 
     Args:
-        attn: ATTENTION config.
-        residual: add the op's input to its output.
-        concat_input: concatenate the head input before the last conv.
-        kernel_size: of both convs.
-        **kwargs: :class:`~mmseg.models.decode_heads.decode_head.BaseDecodeHead` arguments.
+        attn: ATTENTION config; its ``dim`` is filled with ``channels``.
+        residual: ``None`` (from the op's kind), ``True`` or ``False``.
+        **kwargs: :class:`~mmseg.models.decode_heads.FCNHead` arguments (``num_convs`` is 2;
+            ``concat_input`` defaults to True as FCNHead's).
 
     Shapes: inputs[in_index] (B, in_channels, H, W) -> logits (B, num_classes, H, W).
     """
 
-    def __init__(self, attn: dict, residual: bool = True, concat_input: bool = False,
-                 kernel_size: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.residual, self.concat_input = residual, concat_input
-        conv = dict(kernel_size=kernel_size, padding=kernel_size // 2, conv_cfg=self.conv_cfg,
-                    norm_cfg=self.norm_cfg, act_cfg=self.act_cfg)
-        self.pre_conv = ConvModule(self.in_channels, self.channels, **conv)
-        self.attn = build_map_attention(attn, self.channels, self.norm_cfg)
-        post_in = self.channels + (self.in_channels if concat_input else 0)
-        self.post_conv = ConvModule(post_in, self.channels, **conv)
+    def __init__(self, attn: dict, residual: bool | None = None, **kwargs):
+        if kwargs.pop('num_convs', 2) != 2:
+            raise ValueError('AttnHead: num_convs is fixed at 2 (conv, op, conv), as NLHead')
+        super().__init__(num_convs=2, **kwargs)
+        self.attn = AttnBranch(attn, self.channels, self.norm_cfg, residual, 'AttnHead')
 
     def forward(self, inputs):
         x = self._transform_inputs(inputs)
-        z = self.pre_conv(x)
-        y = self.attn(z)
-        if self.residual:
-            y = y + z
+        out = self.convs[1](self.attn(self.convs[0](x)))
         if self.concat_input:
-            y = torch.cat([x, y], dim=1)
-        return self.cls_seg(self.post_conv(y))
+            out = self.conv_cat(torch.cat([x, out], dim=1))
+        return self.cls_seg(out)

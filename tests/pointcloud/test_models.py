@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
+from attn_ops import ATTENTION
+from tests.ops.common import assert_learns
 from projects.pointcloud.models import (PCTClassifier, PCTPartSeg, PCTSemSeg, NaivePCT,
                                         SimplePCT, smooth_cross_entropy)
 
@@ -124,9 +126,43 @@ def test_smooth_cross_entropy_matches_pct_formula():
                                torch.nn.functional.cross_entropy(logits, target))
 
 
-def test_map_op_and_bad_mode_are_refused():
-    with pytest.raises(ValueError, match='works on maps'):
-        PCTClassifier(num_classes=4, **dict(TINY_CLS, attn=dict(type='ExternalAttentionBlock')))
+def test_map_ops_run_on_equal_clouds_and_contradictions_are_refused():
+    """A map op runs on the points as an N x 1 map (equal-size clouds: a map has no padding);
+    an explicit residual around a block op would add the identity twice and is refused."""
+    model = PCTClassifier(num_classes=4, **dict(TINY_CLS, attn=dict(type='ExternalAttentionBlock', k=8)))
+    assert model.encoder.layers[0].mode == 'none'                     # a block is the whole layer
+    assert model(_batch([20, 20])).shape == (2, 4)
+    with pytest.raises(ValueError, match='ExternalAttentionBlock does not support padding masks'):
+        model(_batch([20, 5]))   # fewer points than the 8 centres: padded tokens reach attention
+    with pytest.raises(ValueError, match="AttentionBlock: OffsetAttention is a 'block' op: its output already "
+                                         'includes its input'):
+        PCTClassifier(num_classes=4, **dict(TINY_CLS, attn_mode='residual'))
+    assert PCTClassifier(num_classes=4, **dict(TINY_CLS, attn=dict(type='SelfAttention'))).encoder.layers[0].mode \
+        == 'offset'
     model = PCTClassifier(num_classes=4, **TINY_CLS)
     with pytest.raises(ValueError, match="mode must be loss, predict or tensor, got 'train'"):
         model(_batch([20]), mode='train')
+
+
+TOKEN_OPS = [n for n in sorted(ATTENTION.module_dict)
+             if ATTENTION.get(n).layout == 'tokens' and ATTENTION.get(n).kind != 'pool']
+
+
+@pytest.mark.parametrize('name', TOKEN_OPS)
+def test_every_token_op_trains_in_the_pct_demo_network(name):
+    """The PCT demo network (configs/pct/pct-tiny_...-primitives-256.py, slimmed) with the op in its
+    attention layers: a few Adam steps on one ragged batch, the loss is finite and falls, the op's
+    weights move, and the layer structure follows the op's kind."""
+    from mmengine.config import Config
+    cfg = Config.fromfile('configs/pct/pct-tiny_1xb16-8e_synthetic-primitives-256.py').model
+    cfg = dict(cfg, attn=dict(type=name), neighbor_stages=((16, 8, 32), (16, 8, 32)), num_layers=2,
+               encoder_mlp=(32, 32), embed_channels=(16, 16), fuse_channels=64, head_channels=(32,),
+               dropout=0.0)
+    cfg.pop('type')
+    torch.manual_seed(0)
+    model = PCTClassifier(**cfg).train()
+    layer = model.encoder.layers[0]
+    assert layer.mode == ('offset' if ATTENTION.get(name).kind == 'attention' else 'none')
+    supports_mask = ATTENTION.get(name).supports_mask
+    batch = _batch([32, 24, 32, 28] if supports_mask else [32] * 4, classes=6)
+    assert_learns(lambda: model(batch, mode='loss')['loss'], model, layer.attn, name=name)

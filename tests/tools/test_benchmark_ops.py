@@ -20,6 +20,8 @@ def test_flops_memory_and_outputs(tmp_path):
     assert ea[256]['gflops'] * 1e9 == pytest.approx(4 * 2 * 256 * 16 * 64)
     assert ea[256]['peer_gflops'] == pytest.approx(ea[256]['gflops'])
     mha = {r['N']: r for r in rows if r['op'] == 'MultiHeadAttention'}
+    # qkv + proj linears (2 B N C 4C) + SDPA's two matmuls (4 B h N N d), the CPU kernel counted too
+    assert mha[256]['gflops'] * 1e9 == pytest.approx(2 * 2 * 256 * 16 * 64 + 4 * 2 * 8 * 256 * 256 * 2)
     attn_matrix_mib = 2 * 8 * 256 * 256 * 4 / 2 ** 20      # (B, heads, N, N) float32
     assert mha[256]['peer_act_mib'] > attn_matrix_mib       # the catalogue keeps the N x N weights
     assert mha[256]['act_mib'] < attn_matrix_mib / 4        # SDPA does not

@@ -120,7 +120,7 @@ def test_mmseg_entry_point_trains_a_project_config(tmp_path, data_root):
     _run(['-c', MMSEG_TRAIN, CONFIG, work, *opts, 'default_hooks.checkpoint.interval=1'], cwd=tmp_path)
     ckpt = load_checkpoint_file(osp.join(work, 'iter_1.pth'))
     assert ckpt['meta']['iter'] == 1
-    assert 'decode_head.attn.linear_0.weight' in ckpt['state_dict']
+    assert 'decode_head.attn.op.linear_0.weight' in ckpt['state_dict']
 
 
 @pytest.mark.e2e

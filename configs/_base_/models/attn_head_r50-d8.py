@@ -1,4 +1,5 @@
-# Dilated ResNet-50 (output stride 8) + AttnHead (any ATTENTION op, set by decode_head.attn) + FCN aux.
+# Dilated ResNet-50 (output stride 8) + AttnHead (mmseg's NLHead recipe with any ATTENTION op in the
+# non-local block's place, set by decode_head.attn; the op's kind decides the identity) + FCN aux.
 _base_ = './eanet_r50-d8.py'
 model = dict(
     decode_head=dict(
@@ -8,8 +9,7 @@ model = dict(
         in_index=3,
         channels=512,
         attn=dict(type='ExternalAttention'),
-        residual=True,
-        concat_input=False,
+        concat_input=True,
         dropout_ratio=0.1,
         num_classes=19,
         norm_cfg={{_base_.norm_cfg}},

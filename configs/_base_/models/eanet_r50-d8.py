@@ -26,7 +26,8 @@ model = dict(
         type='EAHead',
         in_channels=2048,
         in_index=3,
-        channels=512,  # 2048 -> 512, external attention (k=64), 512 -> 256, classifier
+        ea_channels=512,  # 2048 -> 512, external attention (k=64), 512 -> 256 (channels), classifier
+        channels=256,
         attn=dict(type='ExternalAttentionBlock', k=64),
         dropout_ratio=0.1,
         num_classes=19,

@@ -10,8 +10,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from attn_ops import build_attention
-from attn_ops.layouts import masked_apply
+from attn_ops import adds_identity, build_attention
+from attn_ops.layouts import TOKENS, LayoutAdapter, as_layout, masked_apply, zero_padded
 
 from ..point_ops import farthest_point_sample, gather_points, group_points, knn
 
@@ -97,47 +97,54 @@ class NeighborEmbeddingStage(nn.Module):
 class AttentionBlock(nn.Module):
     r"""A token op from ATTENTION inside PCT's layer structure.
 
-    ``mode``:
+    The op's ``kind`` decides the structure (``mode='auto'``):
 
-    * ``'none'``: the op is the whole layer (OffsetAttention carries its own offset, norm and residual);
-    * ``'offset'``: :math:`y = x + \mathrm{LBR}(x - \mathrm{op}(x))` (PCT's offset structure around
-      any attention map, as EANet's point-cloud experiment does with External Attention);
-    * ``'residual'``: :math:`y = x + \mathrm{LBR}(\mathrm{op}(x))` (naive PCT, Eq. 4);
-    * ``'auto'``: ``'none'`` for OffsetAttention, ``'offset'`` otherwise.
+    * ``block`` and ``gate`` ops are the whole layer (OffsetAttention carries its own offset, norm
+      and residual): ``y = op(x)`` (``mode='none'``);
+    * ``attention`` ops get PCT's offset structure
+      :math:`y = x + \mathrm{LBR}(x - \mathrm{op}(x))` (``mode='offset'``, as EANet's point-cloud
+      experiment does with External Attention), or naive PCT's
+      :math:`y = x + \mathrm{LBR}(\mathrm{op}(x))` with ``mode='residual'`` (Eq. 4).
+
+    ``mode='none'`` on an ``attention`` op is allowed (no identity); ``offset`` or ``residual`` on a
+    ``block`` or ``gate`` op raise (the identity would be added twice). Map ops run on the points
+    through the layout adapter as an N x 1 map (equal-size clouds only: a map has no padding).
 
     Shapes: ``x`` (B, N, C), ``mask`` (B, N) -> (B, N, C), zeros at padding.
     """
 
+    MODES = ('auto', 'none', 'offset', 'residual')
+
     def __init__(self, attn_cfg: dict, channels: int, mode: str = 'auto'):
         super().__init__()
-        self.attn = build_attention(attn_cfg, dim=channels)
-        if getattr(self.attn, 'layout', 'tokens') != 'tokens':
-            raise ValueError(f'{type(self.attn).__name__} works on maps (B, C, H, W); point clouds '
-                             f'need a token op (B, N, C) from ATTENTION')
-        if mode == 'auto':
-            mode = 'none' if type(self.attn).__name__ == 'OffsetAttention' else 'offset'
-        if mode not in ('none', 'offset', 'residual'):
-            raise ValueError(f'AttentionBlock: mode must be auto, none, offset or residual, got {mode!r}')
+        if mode not in self.MODES:
+            raise ValueError(f'AttentionBlock: mode must be one of {self.MODES}, got {mode!r}')
+        self.attn = as_layout(build_attention(attn_cfg, dim=channels), TOKENS)
+        requested = None if mode == 'auto' else mode != 'none'
+        if adds_identity(self.attn, requested, 'AttentionBlock'):
+            mode = 'offset' if mode == 'auto' else mode
+        else:
+            mode = 'none'
         self.mode = mode
         self.post = LBR(channels, channels, bias=True) if mode != 'none' else None
 
     def _attend(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-        if mask is None:
-            return self.attn(x)
-        if getattr(self.attn, 'supports_mask', False):
+        if self.attn.supports_mask:
             return self.attn(x, mask=mask)
-        if bool(mask.all()):
-            return self.attn(x)
-        raise ValueError(f'{type(self.attn).__name__} does not support padding masks; use equal-size '
-                         f'clouds (FixedPoints transform) or a mask-aware op')
+        if mask is not None and not bool(mask.all()):
+            name = type(getattr(self.attn, 'op', self.attn)).__name__
+            raise ValueError(f'{name} does not support padding masks; use equal-size clouds '
+                             '(FixedPoints transform) or a mask-aware op')
+        if isinstance(self.attn, LayoutAdapter):
+            return self.attn(x, hw=(x.shape[1], 1))
+        return self.attn(x)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         y = self._attend(x, mask)
         if self.mode == 'none':
-            return y
+            return zero_padded(y, mask)
         z = x - y if self.mode == 'offset' else y
-        out = x + masked_apply(self.post, z, mask)
-        return out if mask is None else out.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return zero_padded(x + masked_apply(self.post, z, mask), mask)
 
 
 class AttentionStack(nn.Module):
