@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os.path as osp
+import sys
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ def load_tool(path: str):
     name = 'tool_' + path.replace('/', '_').replace('.py', '')
     spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', path))
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 
