@@ -20,3 +20,4 @@ from . import models  # noqa: E402,F401
 from . import transforms  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
 from . import datasets  # noqa: E402,F401
+from . import tta  # noqa: E402,F401

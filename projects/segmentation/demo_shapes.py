@@ -16,6 +16,7 @@ import math
 from contextlib import contextmanager
 import os
 import os.path as osp
+from typing import Callable, Iterable, Optional
 
 import cv2
 import numpy as np
@@ -184,18 +185,22 @@ def make_sample(rng: np.random.Generator, size: int = 64):
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def generate(out: str, num_train: int = 200, num_val: int = 50, size: int = 64, seed: int = 0) -> str:
-    """Write the dataset under ``out`` (ADE20K layout); same seed, same files. Returns ``out``."""
+def generate(out: str, num_train: int = 200, num_val: int = 50, size: int = 64, seed: int = 0,
+             progress: Optional[Callable[[Iterable], Iterable]] = None) -> str:
+    """Write the dataset under ``out`` (ADE20K layout); same seed, same files. Returns ``out``.
+
+    ``progress`` wraps the iterable of images to write (e.g. :func:`projects.progress.track`).
+    """
     if size < 16:
         raise ValueError(f'generate: size must be >= 16 pixels, got {size}')
-    for split, count, offset in (('training', num_train, 0), ('validation', num_val, 1)):
-        rng = np.random.default_rng([seed, offset])
-        img_dir = osp.join(out, 'images', split)
-        ann_dir = osp.join(out, 'annotations', split)
-        os.makedirs(img_dir, exist_ok=True)
-        os.makedirs(ann_dir, exist_ok=True)
-        for i in range(count):
-            img, label = make_sample(rng, size)
-            cv2.imwrite(osp.join(img_dir, f'{i:05d}.png'), img[..., ::-1])
-            cv2.imwrite(osp.join(ann_dir, f'{i:05d}.png'), label)
+    rngs = {}
+    for split, offset in (('training', 0), ('validation', 1)):
+        rngs[split] = np.random.default_rng([seed, offset])
+        os.makedirs(osp.join(out, 'images', split), exist_ok=True)
+        os.makedirs(osp.join(out, 'annotations', split), exist_ok=True)
+    jobs = [('training', i) for i in range(num_train)] + [('validation', i) for i in range(num_val)]
+    for split, i in (progress or iter)(jobs):
+        img, label = make_sample(rngs[split], size)
+        cv2.imwrite(osp.join(out, 'images', split, f'{i:05d}.png'), img[..., ::-1])
+        cv2.imwrite(osp.join(out, 'annotations', split, f'{i:05d}.png'), label)
     return out
