@@ -30,19 +30,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
-import time
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from attn_ops import ATTENTION
-from attn_ops import point_ops as po
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from attn_ops import ATTENTION  # noqa: E402
+from attn_ops import point_ops as po  # noqa: E402
+from tools.benchmark_ops import count_flops, interleaved_ms, sync  # noqa: E402
 MMSEG_PEERS = {  # head -> mmseg's published base config
     'FCNHead': 'fcn_r50-d8.py', 'NLHead': 'nonlocal_r50-d8.py', 'DAHead': 'danet_r50-d8.py',
     'CCHead': 'ccnet_r50-d8.py', 'EMAHead': 'emanet_r50-d8.py', 'ISAHead': 'isanet_r50-d8.py',
@@ -50,29 +52,6 @@ MMSEG_PEERS = {  # head -> mmseg's published base config
 
 
 # ----------------------------------------------------------------------------- measures
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
-                   device: torch.device) -> list[float]:
-    """Median wall time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds;
-    each round runs every function once, so all share the machine's load of that moment."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, times in zip(fns, samples):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(times) for times in samples]
-
-
 def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
     """Peak memory allocated while ``fn`` runs, above what was allocated before, in MiB.
 
@@ -80,11 +59,11 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
     free events in time order (every tensor PyTorch allocates, temporaries inside ops included).
     """
     if device.type == 'cuda':
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        _sync(device)
+        sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -103,10 +82,7 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
 
 def gflops(fn: Callable[[], object]) -> float:
     """Forward FLOPs of ``fn`` (matmuls, convolutions, attention) in GFLOP."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops() / 1e9
+    return count_flops(fn) / 1e9
 
 
 class ModelCase:

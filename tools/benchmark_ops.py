@@ -3,8 +3,9 @@
 For each op and token count N the op is built from config at ``--dim`` channels, fed an input in
 its native layout (maps use the squarest H x W with H*W ~ N), and measured:
 
-* time: median of ``--repeats`` timed runs after warm-up (forward, or forward+backward with
-  ``--backward``), in ms;
+* time: median of ``--repeats`` timed rounds after warm-up (forward, or forward+backward with
+  ``--backward``), in ms; each round runs our op and its peer once, so both share the load of
+  the moment;
 * activation memory: bytes autograd saves for the backward pass (exact and device-agnostic);
   on CUDA also the peak allocated memory of the step;
 * FLOPs: ``torch.utils.flop_counter`` (matmuls, convolutions, SDPA);
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -60,7 +62,7 @@ def catalogue_peer(op: nn.Module):
 
 
 # ----------------------------------------------------------------------------- measures
-def _sync(device):
+def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -72,17 +74,23 @@ def _step(module: nn.Module, args, backward: bool):
     return out
 
 
-def time_ms(module, args, backward, repeats, warmup, device) -> float:
+def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
+                   device: torch.device) -> list[float]:
+    """Median wall time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds;
+    each round runs every function once, so ours and the peer share the machine's load of that
+    moment (a ratio is then fair even on a busy machine)."""
     for _ in range(warmup):
-        _step(module, args, backward)
-    samples = []
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        _step(module, args, backward)
-        _sync(device)
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+        for fn, times in zip(fns, samples):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(times) for times in samples]
 
 
 def saved_bytes(module, args) -> int:
@@ -108,7 +116,7 @@ def peak_cuda_bytes(module, args, backward, device) -> int | None:
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     _step(module, args, backward)
-    _sync(device)
+    sync(device)
     return torch.cuda.max_memory_allocated(device) - base
 
 
@@ -125,25 +133,31 @@ def _count_cpu_sdpa() -> None:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def flops(module, args) -> int:
-    """Forward FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``)."""
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``) that ``fn`` runs
+    without autograd."""
     from torch.utils.flop_counter import FlopCounterMode
     _count_cpu_sdpa()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*(a.detach() for a in args))   # forward FLOPs; grad-requiring views trip the tracker
+        fn()
     return counter.get_total_flops()
 
 
-def measure(module, args, opts, device) -> dict:
+def flops(module, args) -> int:
+    """Forward FLOPs of ``module`` on ``args``."""
+    return count_flops(lambda: module(*(a.detach() for a in args)))  # grad-requiring views trip the tracker
+
+
+def measure(module, args, opts, device) -> tuple[dict, Callable[[], object]]:
+    """Memory and FLOPs of ``module`` on ``args``, and the step to time (forward, or forward +
+    backward with ``--backward``)."""
     module.train(opts.backward)
     args = tuple(a.detach().requires_grad_(opts.backward) for a in args)
-    row = dict(time_ms=time_ms(module, args, opts.backward, opts.repeats, opts.warmup, device),
-               act_mib=saved_bytes(module, args) / 2 ** 20,
-               gflops=flops(module, args) / 1e9)
+    row = dict(act_mib=saved_bytes(module, args) / 2 ** 20, gflops=flops(module, args) / 1e9)
     peak = peak_cuda_bytes(module, args, opts.backward, device)
     if peak is not None:
         row['peak_mib'] = peak / 2 ** 20
-    return row
+    return row, lambda: _step(module, args, opts.backward)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -163,25 +177,33 @@ def run(opts) -> list[dict]:
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
             shape = tuple(x.shape)
             try:
-                ours = measure(op, (x,), opts, device)
-            except RuntimeError as err:  # out of memory at large N: report, keep going
+                ours, step = measure(op, (x,), opts, device)
+                step()   # fails here (out of memory at large N) before any timing
+            except RuntimeError as err:
                 progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
                        input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
+            theirs = None
             peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
                 try:
-                    theirs = measure(module.to(device), adapt(x), opts, device)
+                    theirs, peer_step = measure(module.to(device), adapt(x), opts, device)
+                    peer_step()
                 except RuntimeError as err:  # a catalogue module defined for one size only (ViP's S x S)
-                    print(f'{name} N={n}: the catalogue peer cannot run this input: {str(err).splitlines()[0]}')
+                    progress.write(f'{name} N={n}: the catalogue peer cannot run this input: '
+                                   f'{str(err).splitlines()[0]}')
                     theirs = None
-                if theirs is not None:
-                    row.update({f'peer_{k}': v for k, v in theirs.items()})
-                    row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
-                    row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+            steps = [step] if theirs is None else [step, peer_step]
+            times = interleaved_ms(steps, opts.repeats, opts.warmup, device)
+            row['time_ms'] = times[0]
+            if theirs is not None:
+                theirs['time_ms'] = times[1]
+                row.update({f'peer_{k}': v for k, v in theirs.items()})
+                row['time_ratio'] = times[0] / times[1]
+                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
             progress.write(_line(row))
     return rows
