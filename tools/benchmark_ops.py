@@ -21,7 +21,7 @@ Examples::
     python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
     python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
     python tools/benchmark_ops.py --ops OffsetAttention --op-kwargs '{"chunk_size": 512}' --backward
-    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 0 \
+    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 1 \
         --tokens 16384 65536 262144 1048576 --no-peer       # every O(N) op up to a million tokens
 """
 from __future__ import annotations
@@ -178,7 +178,7 @@ def run(opts) -> list[dict]:
             shape = tuple(x.shape)
             try:
                 ours, step = measure(op, (x,), opts, device)
-                step()   # fails here (out of memory at large N) before any timing
+                step()   # the first warm-up step: fails here (out of memory at large N) before any timing
             except RuntimeError as err:
                 progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
@@ -197,7 +197,7 @@ def run(opts) -> list[dict]:
                                    f'{str(err).splitlines()[0]}')
                     theirs = None
             steps = [step] if theirs is None else [step, peer_step]
-            times = interleaved_ms(steps, opts.repeats, opts.warmup, device)
+            times = interleaved_ms(steps, opts.repeats, max(opts.warmup - 1, 0), device)
             row['time_ms'] = times[0]
             if theirs is not None:
                 theirs['time_ms'] = times[1]
@@ -275,7 +275,7 @@ def parse_args(argv=None):
     p.add_argument('--dim', type=int, default=64)
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--repeats', type=int, default=7)
-    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--warmup', type=int, default=2, help='untimed rounds before timing (the first checks that each step runs)')
     p.add_argument('--backward', action='store_true', help='time forward + backward')
     p.add_argument('--device', default='cpu')
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
