@@ -32,7 +32,9 @@ import numpy as np  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
+from projects.colors import class_palette, colorize  # noqa: E402
 from projects.pointcloud import visualization as vis  # noqa: E402
+from projects.sheets import contact_sheet, write_index_html  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -193,13 +195,13 @@ def main(argv=None) -> list[dict]:
         print(f'{name}: {res["image"]}' + ('' if res['accuracy'] is None else f'  (accuracy {100 * res["accuracy"]:.1f}%)'))
         results.append(res)
         if args.show:
-            show_interactive(pts, [vis.colorize(x, vis.class_palette(max(len(names or []), int(max(x.max(), 0)) + 1)))
+            show_interactive(pts, [colorize(x, class_palette(max(len(names or []), int(max(x.max(), 0)) + 1)))
                                    for x in (gt, pred) if x is not None] or [vis.height_colors(pts, args.up)])
     if len(results) > 1 or args.batch:
         caps = [f'{j[0]}' + ('' if r['accuracy'] is None else f' acc {100 * r["accuracy"]:.1f}%')
                 for j, r in zip(jobs, results)]
-        sheet = vis.contact_sheet([r['image'] for r in results], osp.join(args.out, 'contact_sheet.png'), captions=caps)
-        page = vis.write_index_html([dict(image=r['image'], caption=c, links=r['ply']) for r, c in zip(results, caps)],
+        sheet = contact_sheet([r['image'] for r in results], osp.join(args.out, 'contact_sheet.png'), captions=caps)
+        page = write_index_html([dict(image=r['image'], caption=c, links=r['ply']) for r, c in zip(results, caps)],
                                     osp.join(args.out, 'index.html'), title=f'{args.config or args.file} ({args.split})')
         print(f'contact sheet: {sheet}\nindex page: {page}')
     return results

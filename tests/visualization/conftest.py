@@ -5,19 +5,14 @@ import pytest
 @pytest.fixture(scope='session')
 def open3d_renderer():
     """The open3d offscreen renderer, or a skip naming why it cannot start here."""
-    from projects.pointcloud.visualization import Open3DRenderer
+    from projects.pointcloud.visualization import Open3DRenderer, frame_camera
     try:
         renderer = Open3DRenderer(point_size=4)
-        renderer.render(np.zeros((1, 3)), np.zeros((1, 3), np.uint8), _cam(np.zeros((1, 3)), 8, 8))
+        renderer.render(np.zeros((1, 3)), np.zeros((1, 3), np.uint8), frame_camera(np.zeros((1, 3)), 8, 8))
     except (ImportError, RuntimeError) as err:
         pytest.skip(f'open3d cannot render offscreen here: {err}')
     yield renderer
     renderer.close()
-
-
-def _cam(points, w, h):
-    from projects.pointcloud.visualization import frame_camera
-    return frame_camera(points, w, h)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from projects.segmentation.visualization import IGNORE_COLOR, colorize_mask, pixel_accuracy, segmentation_sheet
+from projects.colors import IGNORE_COLOR
+from projects.segmentation.visualization import colorize_mask, pixel_accuracy, segmentation_sheet
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CLASSES = ['background', 'circle', 'square']
@@ -45,6 +46,19 @@ def test_sheet_has_rows_and_palette_colours(tmp_path):
                            CLASSES, PALETTE, str(tmp_path / 'bad.png'))
     with pytest.raises(ValueError, match='3 class names but 2 palette colours'):
         segmentation_sheet([_row()], CLASSES, PALETTE[:2], str(tmp_path / 'bad.png'))
+
+
+def test_sheet_row_without_ground_truth(tmp_path):
+    """A row without ``gt``: a blank middle panel, no accuracy; the grid is three 250 x 200 cells."""
+    from projects.sheets import DPI, TITLE_H
+    row = dict(_row(), gt=None)
+    img = np.asarray(Image.open(segmentation_sheet([row], CLASSES, PALETTE, str(tmp_path / 's.png'))).convert('RGB'))
+    assert img.shape[1] == 2 * 10 + 3 * 250 + 2 * 6   # margins, cells of 200 px height at the 5:4 aspect, gaps
+    y0 = round(DPI * TITLE_H)
+    middle = img[y0 + 5:y0 + 195, 10 + 256 + 5:10 + 256 + 245]
+    assert (middle == 255).all()
+    right = img[y0 + 5:y0 + 195, 10 + 512 + 5:10 + 512 + 245].astype(int)
+    assert (np.abs(right - PALETTE[2]).sum(-1) < 10).sum() > 1000   # the prediction's square class
 
 
 DEMO_CFG = osp.join(ROOT, 'configs', 'eanet', 'eanet_r18-d8_1xb8-1k_demo-shapes-64x64.py')

@@ -1,3 +1,4 @@
+"""tools/visualize_pointcloud.py end to end: files, dataset samples, a checkpoint, batch outputs."""
 import glob
 import importlib.util
 import os.path as osp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from projects.pointcloud.visualization import label_names, read_cloud, read_labels
+from projects.pointcloud.visualization import write_ply
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 # the point-cloud CPU demo config (classification of synthetic primitives)
@@ -21,54 +22,6 @@ def _tool():
     sys.modules['visualize_pointcloud'] = mod
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_readers(tmp_path):
-    import h5py
-    rng = np.random.default_rng(0)
-    data = rng.normal(size=(3, 50, 3)).astype(np.float32)
-    with h5py.File(tmp_path / 'part.h5', 'w') as f:
-        f['data'] = data
-        f['label'] = np.array([[0], [1], [2]])
-        f['pid'] = np.arange(150).reshape(3, 50) % 4
-    cloud = read_cloud(str(tmp_path / 'part.h5'), index=2)
-    np.testing.assert_array_equal(cloud['points'], data[2])
-    np.testing.assert_array_equal(cloud['labels'], np.arange(100, 150) % 4)  # pid wins over label
-    with pytest.raises(ValueError, match='holds 3 clouds; choose one with --index'):
-        read_cloud(str(tmp_path / 'part.h5'))
-    with pytest.raises(IndexError, match='--index 3 out of range'):
-        read_cloud(str(tmp_path / 'part.h5'), index=3)
-
-    # ShapeNetPart text layout: x y z nx ny nz part
-    table = np.c_[data[0], data[0], np.arange(50) % 3]
-    np.savetxt(tmp_path / 'shape.txt', table)
-    cloud = read_cloud(str(tmp_path / 'shape.txt'), label_column=-1)
-    np.testing.assert_allclose(cloud['points'], data[0], rtol=1e-6)
-    np.testing.assert_array_equal(cloud['labels'], np.arange(50) % 3)
-    np.savetxt(tmp_path / 'comma.xyz', data[1], delimiter=',')  # ModelNet40 normal_resampled uses commas
-    np.testing.assert_allclose(read_cloud(str(tmp_path / 'comma.xyz'))['points'], data[1], rtol=1e-6)
-
-    np.save(tmp_path / 'batch.npy', data)
-    np.testing.assert_array_equal(read_cloud(str(tmp_path / 'batch.npy'), index=1)['points'], data[1])
-
-    with pytest.raises(FileNotFoundError, match='point cloud file not found: .*nope.ply'):
-        read_cloud(str(tmp_path / 'nope.ply'))
-    (tmp_path / 'bad.txt').write_text('1 2 3\n4 five 6\n')
-    with pytest.raises(ValueError, match='bad.txt: not a table of numbers'):
-        read_cloud(str(tmp_path / 'bad.txt'))
-    (tmp_path / 'labels.txt').write_text('0\n1.5\n')
-    with pytest.raises(ValueError, match='labels.txt: labels must be integers'):
-        read_labels(str(tmp_path / 'labels.txt'))
-    with pytest.raises(ValueError, match="unknown point-cloud suffix '.obj'"):
-        (tmp_path / 'x.obj').write_text('v 0 0 0\n')
-        read_cloud(str(tmp_path / 'x.obj'))
-
-
-def test_label_names():
-    meta = dict(classes=['mug', 'lamp'], category_parts=[[0, 1], [2, 3, 4]])
-    assert label_names(meta, per_point=True) == ['mug/0', 'mug/1', 'lamp/0', 'lamp/1', 'lamp/2']
-    assert label_names(meta, per_point=False) == ['mug', 'lamp']
-    assert label_names(dict(meta, part_names=list('abcde')), per_point=True) == list('abcde')
 
 
 @pytest.mark.e2e
@@ -118,7 +71,6 @@ def test_tool_on_config_with_checkpoint(tmp_path, capsys):
     assert 'src="val_00000.png"' in page and 'src="val_00007.png"' in page
     assert 'index page:' in capsys.readouterr().out
     # a file predicted by CONFIG + CHECKPOINT through the config's test pipeline
-    from projects.pointcloud.visualization import write_ply
     write_ply(str(tmp_path / 'cloud.ply'), np.random.default_rng(0).normal(size=(256, 3)))
     (tmp_path / 'label.txt').write_text('2\n')
     res = tool.main([str(tmp_path / 'cloud.ply'), '--labels', str(tmp_path / 'label.txt'), '--config', DEMO_CFG,

@@ -1,5 +1,6 @@
 """Point-cloud datasets (DATASETS, scope ``pointcloud``), read from standard layouts on disk."""
 from .base import PointCloudDataset  # noqa: F401
+from .hdf5 import read_h5_clouds  # noqa: F401
 from .modelnet40 import ModelNet40Dataset, ModelNet40NormalDataset  # noqa: F401
 from .s3dis import S3DIS_CLASSES, S3DISDataset  # noqa: F401
 from .shapenet_part import SHAPENETPART_PARTS, ShapeNetPartDataset  # noqa: F401

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..registry import DATASETS
 from .base import PointCloudDataset, require
+from .hdf5 import read_h5_clouds
 
 
 def _read_lines(path: str) -> list:
@@ -38,7 +39,6 @@ class ModelNet40Dataset(PointCloudDataset):
     def __init__(self, data_root: str = 'data/modelnet40_ply_hdf5_2048', split: str = 'train',
                  pipeline=None, test_mode: bool = False):
         super().__init__(data_root, pipeline, test_mode)
-        import h5py
         name = type(self).__name__
         if split not in ('train', 'test'):
             raise ValueError(f'{name}: split must be "train" or "test", got {split!r}')
@@ -48,12 +48,9 @@ class ModelNet40Dataset(PointCloudDataset):
             raise FileNotFoundError(f'{name}: no {osp.join(data_root, f"ply_data_{split}*.h5")} files')
         data, label = [], []
         for fn in files:
-            with h5py.File(fn, 'r') as f:
-                for key in ('data', 'label'):
-                    if key not in f:
-                        raise KeyError(f'{name}: {fn} has no "{key}" dataset (keys: {list(f.keys())})')
-                data.append(np.asarray(f['data'][:], dtype=np.float32))
-                label.append(np.asarray(f['label'][:], dtype=np.int64).reshape(-1))
+            arrays = read_h5_clouds(fn, require=('data', 'label'), owner=name)
+            data.append(arrays['data'])
+            label.append(arrays['label'])
         self.points, self.labels = np.concatenate(data), np.concatenate(label)
         self.samples = list(range(len(self.labels)))
         self.classes = _read_lines(require(osp.join(data_root, 'shape_names.txt'), 'class names', name))
