@@ -24,6 +24,18 @@ def load_tool(path: str):
     return mod
 
 
+def run_tool(path: str, argv: list[str]):
+    """``tools/<path>``'s ``main(argv)`` in this process, as its own run: mmengine's named
+    singletons (the visualizer of an earlier runner keeps that run's log dir) are forgotten first."""
+    from mmengine.visualization import Visualizer
+    classes = [Visualizer]
+    while classes:
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes += cls.__subclasses__()
+    return load_tool(path).main(argv)
+
+
 def demo_shapes(out: str, num_train: int = 4, num_val: int = 2, size: int = 32) -> str:
     """A tiny DemoShapes dataset (ADE20K layout) under ``out``."""
     import projects.segmentation  # noqa: F401

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from projects.compat.checkpoint import install as install_checkpoint_allowlist, load_checkpoint_file
-from tests.tools.helpers import ROOT, SEG_CONFIG as CONFIG, load_tool
+from tests.tools.helpers import ROOT, SEG_CONFIG as CONFIG, run_tool
 
 install_checkpoint_allowlist()
 
@@ -67,11 +67,6 @@ def one_process(tool: str, args: list, tmp_path) -> str:
     return _check(proc, tool)
 
 
-def in_process(tool: str, args: list):
-    """``tools/<tool>``'s ``main(args)`` in this process (no interpreter start-up)."""
-    return load_tool(tool).main(args)
-
-
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
     out = tmp_path_factory.mktemp('shapes')
@@ -91,7 +86,7 @@ def test_two_nodes_train_and_test_like_one_process(tmp_path, data_root):
     ddp, single = str(tmp_path / 'ddp'), str(tmp_path / 'single')
     two_nodes('dist_train.sh', [cfg, '1', '--work-dir', ddp, '--cfg-options', *data, *MODEL, *TRAIN,
                                 'train_dataloader.batch_size=2'], tmp_path)
-    in_process('train.py', [cfg, '--work-dir', single, '--cfg-options', *data, *MODEL, *TRAIN,
+    run_tool('train.py', [cfg, '--work-dir', single, '--cfg-options', *data, *MODEL, *TRAIN,
                             'train_dataloader.batch_size=4'])
     a, b = _weights(osp.join(ddp, 'iter_3.pth')), _weights(osp.join(single, 'iter_3.pth'))
     assert a.keys() == b.keys()
@@ -104,7 +99,7 @@ def test_two_nodes_train_and_test_like_one_process(tmp_path, data_root):
     log = two_nodes('dist_test.sh', [cfg, ckpt, '1', '--work-dir', str(tmp_path / 'ddp_test'), *test_opts],
                     tmp_path)
     assert 'per class results' in log
-    in_process('test.py', [cfg, ckpt, '--work-dir', str(tmp_path / 'single_test'), *test_opts])
+    run_tool('test.py', [cfg, ckpt, '--work-dir', str(tmp_path / 'single_test'), *test_opts])
     metrics = [json.load(open(tmp_path / d / 'test_metrics.json')) for d in ('ddp_test', 'single_test')]
     assert set(metrics[0]) >= {'mIoU', 'mAcc', 'aAcc'} and metrics[0] == metrics[1]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tools.helpers import (CLS_CONFIG, PART_CONFIG, ROOT, SEG_CONFIG, demo_shapes, load_tool,
-                                 png_is_drawn, untrained_checkpoint)
+from tests.tools.helpers import (CLS_CONFIG, ROOT, SEG_CONFIG, demo_shapes, png_is_drawn, run_tool,
+                                 untrained_checkpoint)
 
 SEG_CKPT = 'work_dirs/eanet_r18-d8_1xb8-1k_demo-shapes-64x64/iter_1000.pth'
 CLS_CKPT = 'work_dirs/pct-tiny_1xb16-8e_synthetic-primitives-256/epoch_8.pth'
@@ -97,7 +97,7 @@ def test_every_example_runs(sandbox):
     for argv in readme_examples():
         tool = argv[0]
         try:
-            load_tool(tool[len('tools/'):]).main([*argv[1:], *shrink(argv)])
+            run_tool(tool[len('tools/'):], [*argv[1:], *shrink(argv)])
         except SystemExit as err:  # argparse errors
             raise AssertionError(f'README example failed: python {" ".join(argv)}: exit {err.code}') from err
     for tool, outputs in OUTPUTS.items():
