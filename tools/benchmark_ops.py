@@ -74,11 +74,20 @@ def _step(module: nn.Module, args, backward: bool):
     return out
 
 
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+
+
 def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
-                   device: torch.device) -> list[float]:
-    """Median wall time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds;
-    each round runs every function once, so ours and the peer share the machine's load of that
-    moment (a ratio is then fair even on a busy machine)."""
+                   device: torch.device, clock: str = 'wall') -> list[float]:
+    """Median time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds; each
+    round runs every function once, so ours and the peer share the machine's load of that moment.
+
+    ``clock='wall'``: elapsed time. ``clock='cpu'``: CPU time of this process (CPU only; with one
+    thread it does not count the time other jobs hold the cores, so ratios measured on a busy
+    machine stay meaningful; with several threads it also counts their spin-waits)."""
+    if clock == 'cpu' and device.type != 'cpu':
+        raise ValueError(f"clock='cpu' measures CPU time and cannot time work on {device}; use clock='wall'")
+    now = CLOCKS[clock]
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -86,10 +95,10 @@ def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
     for _ in range(repeats):
         for fn, times in zip(fns, samples):
             sync(device)
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
             sync(device)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((now() - t0) * 1e3)
     return [statistics.median(times) for times in samples]
 
 
@@ -197,7 +206,7 @@ def run(opts) -> list[dict]:
                                    f'{str(err).splitlines()[0]}')
                     theirs = None
             steps = [step] if theirs is None else [step, peer_step]
-            times = interleaved_ms(steps, opts.repeats, max(opts.warmup - 1, 0), device)
+            times = interleaved_ms(steps, opts.repeats, max(opts.warmup - 1, 0), device, opts.clock)
             row['time_ms'] = times[0]
             if theirs is not None:
                 theirs['time_ms'] = times[1]
@@ -236,7 +245,7 @@ def write(rows: list[dict], out: Path, opts) -> None:
         writer.writerows(rows)
     head = (f"device={opts.device} dim={opts.dim} batch={opts.batch} "
             f"{'forward+backward' if opts.backward else 'forward'}, median of {opts.repeats}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n")
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {opts.clock} clock\n\n")
     table = '| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols) + '\n'
     table += ''.join('| ' + ' | '.join(_fmt(r.get(c)) for c in cols) + ' |\n' for r in rows)
     (out / 'results.md').write_text(head + table)
@@ -278,6 +287,10 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=2, help='untimed rounds before timing (the first checks that each step runs)')
     p.add_argument('--backward', action='store_true', help='time forward + backward')
     p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, help='torch intra-op threads (default: torch\'s choice)')
+    p.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                   help='wall: elapsed time; cpu: this process\'s CPU time (CPU only; use with --threads 1 '
+                        'on a shared machine)')
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
     p.add_argument('--quick', action='store_true', help='one small size, 3 repeats (op table)')
     p.add_argument('--op-kwargs', type=json.loads, default={},
@@ -297,6 +310,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     opts = parse_args(argv)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     rows = run(opts)
     write(rows, Path(opts.out), opts)
     return rows
