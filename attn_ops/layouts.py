@@ -229,6 +229,7 @@ def grid_positions(hw: Sequence[int], batch: int = 1, **tensor_kw) -> Tensor:
     """The (row, col) pixel coordinates of an H x W grid as positions ``(B, H*W, 2)``, row-major
     (the token order of :func:`map_to_tokens`)."""
     h, w = int(hw[0]), int(hw[1])
+    tensor_kw.setdefault('dtype', torch.get_default_dtype())
     rows, cols = torch.meshgrid(torch.arange(h, **tensor_kw), torch.arange(w, **tensor_kw), indexing='ij')
     return torch.stack([rows, cols], -1).reshape(1, h * w, 2).expand(batch, -1, -1)
 
