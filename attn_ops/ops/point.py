@@ -77,8 +77,7 @@ class PointTransformerAttention(AttentionOp):
     small N. ``forward_ragged(x, pos, batch)`` takes a PyG batch (P, C), (P, D), (P,) -> (P, C).
     Cost O(N k C) for the attention, O(N^2) distances for the kNN search (chunked).
 
-    Catalogue: no counterpart (the catalogue has no point-cloud attention; PCT's offset attention is
-    :class:`OffsetAttention`)
+    Catalogue: no counterpart (the catalogue has no attention on point clouds)
     """
 
     supports_mask = True
