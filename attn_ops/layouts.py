@@ -242,7 +242,7 @@ def takes_positions(op: nn.Module) -> bool:
 def example_positions(batch: int, tokens: int, dim: int = 3, **tensor_kw) -> Tensor:
     """Positions ``(B, N, dim)`` in the unit cube for example point tokens: token n sits at
     ``frac(n * a)`` (a low-discrepancy sequence, ``a_d`` the powers of the inverse of the generalised
-    golden ratio), in every sample. Distinct points, no ties in a kNN, and a token keeps its position
+    golden ratio), in every sample. Distinct, well-spread points, and a token keeps its position
     whatever N is (padding more tokens moves none of the first ones)."""
     phi = 2.0
     for _ in range(30):                                 # root of phi^(dim+1) = phi + 1
