@@ -44,7 +44,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION, build_attention  # noqa: E402
-from attn_ops.layouts import MAP, example_input  # noqa: E402
+from attn_ops.layouts import MAP, example_input, example_positions, takes_positions  # noqa: E402
 from projects import progress  # noqa: E402
 
 
@@ -59,6 +59,26 @@ def catalogue_peer(op: nn.Module):
     from tools.peers.catalogue import PEERS, build_peer
     theirs = build_peer(op, copy_weights=False)
     return None if theirs is None else (theirs, PEERS[type(op).__name__].inputs)
+
+
+class AtPositions(nn.Module):
+    """A point op (its ``forward`` takes ``pos=``) as a one-input module: ``op(x, pos=pos)``."""
+
+    def __init__(self, op: nn.Module, pos: torch.Tensor):
+        super().__init__()
+        self.op = op
+        self.register_buffer('pos', pos, persistent=False)
+
+    def forward(self, x):
+        return self.op(x, pos=self.pos)
+
+
+def example_module(op: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``op`` ready to run on the example input ``x`` alone: point ops get
+    :func:`~attn_ops.layouts.example_positions` for the tokens of ``x``."""
+    if not takes_positions(op):
+        return op
+    return AtPositions(op, example_positions(x.shape[0], x.shape[1], device=x.device))
 
 
 # ----------------------------------------------------------------------------- measures
@@ -186,7 +206,7 @@ def run(opts) -> list[dict]:
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
             shape = tuple(x.shape)
             try:
-                ours, step = measure(op, (x,), opts, device)
+                ours, step = measure(example_module(op, x), (x,), opts, device)
                 step()   # the first warm-up step: fails here (out of memory at large N) before any timing
             except RuntimeError as err:
                 progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
