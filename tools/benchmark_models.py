@@ -44,7 +44,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from attn_ops import ATTENTION  # noqa: E402
 from attn_ops import point_ops as po  # noqa: E402
-from tools.benchmark_ops import count_flops, interleaved_ms, sync  # noqa: E402
+from tools.benchmark_ops import CLOCKS, count_flops, interleaved_ms, sync  # noqa: E402
 MMSEG_PEERS = {  # head -> mmseg's published base config
     'FCNHead': 'fcn_r50-d8.py', 'NLHead': 'nonlocal_r50-d8.py', 'DAHead': 'danet_r50-d8.py',
     'CCHead': 'ccnet_r50-d8.py', 'EMAHead': 'emanet_r50-d8.py', 'ISAHead': 'isanet_r50-d8.py',
@@ -125,7 +125,7 @@ def measure_models(cases: list[ModelCase], opts, device: torch.device, tag: str)
     ok = [c for c in cases if 'note' not in c.row]
     print(f'  {tag} timing {len(ok)} models, {opts.repeats} interleaved rounds', flush=True)
     for key, steps in (('train_ms', [c.train_step for c in ok]), ('infer_ms', [c.infer for c in ok])):
-        for case, ms in zip(ok, interleaved_ms(steps, opts.repeats, opts.warmup, device)):
+        for case, ms in zip(ok, interleaved_ms(steps, opts.repeats, opts.warmup, device, opts.clock)):
             case.row[key] = ms
     for case in ok:
         case.row['peak_mib'] = peak_mib(case.train_step, device)
@@ -466,7 +466,7 @@ def run_point_ops(opts, device: torch.device) -> list[dict]:
     for i, (op, sizes, impls) in enumerate(cases, 1):
         size = ' '.join(f'{k}={v}' for k, v in sizes.items())
         with torch.no_grad():
-            times = interleaved_ms([fn for _, _, fn in impls], opts.repeats, opts.warmup, device)
+            times = interleaved_ms([fn for _, _, fn in impls], opts.repeats, opts.warmup, device, opts.clock)
             case_rows = [dict(op=op, impl=label, source=source, size=size, time_ms=ms, peak_mib=peak_mib(fn, device))
                          for (label, source, fn), ms in zip(impls, times)]
         peer = next(r for r in case_rows if r['source'] == 'peer')
@@ -558,7 +558,7 @@ def plot(rows: list[dict], out: Path, name: str, label_key: str, group_key: str,
 
 def write(results: dict, out: Path, opts) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    head = (f'device={opts.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, '
+    head = (f'device={opts.device}, {torch.get_num_threads()} threads, {opts.clock} clock, torch {torch.__version__}, '
             f'median of {opts.repeats} after {opts.warmup} warm-up')
     sections = []
     if 'heads' in results:
@@ -616,6 +616,8 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (CPU)')
+    p.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (CPU only; with --threads 1 on a shared machine)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--quick', action='store_true', help='tiny sizes, one repeat: checks that everything runs')
     p.add_argument('--out', default='work_dirs/benchmark_models')
