@@ -44,6 +44,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from attn_ops import ATTENTION  # noqa: E402
 from attn_ops import point_ops as po  # noqa: E402
+from projects import progress  # noqa: E402
 from tools.benchmark_ops import CLOCKS, count_flops, interleaved_ms, sync  # noqa: E402
 MMSEG_PEERS = {  # head -> mmseg's published base config
     'FCNHead': 'fcn_r50-d8.py', 'NLHead': 'nonlocal_r50-d8.py', 'DAHead': 'danet_r50-d8.py',
@@ -113,7 +114,7 @@ def measure_models(cases: list[ModelCase], opts, device: torch.device, tag: str)
 
     A case whose first training step or inference fails gets ``note`` (the error) instead.
     """
-    for i, case in enumerate(cases, 1):
+    for i, case in enumerate(progress.track(cases, desc=f'benchmark {tag}', quiet=opts.quiet), 1):
         try:
             case.train_step()
             case.infer()
@@ -121,7 +122,7 @@ def measure_models(cases: list[ModelCase], opts, device: torch.device, tag: str)
             case.row.update(params=sum(p.numel() for p in case.model.parameters()), gflops=gflops(case.forward))
         except Exception as err:  # noqa: BLE001 - a model that cannot run here is reported, not fatal
             case.row['note'] = f'{type(err).__name__}: {str(err).splitlines()[0][:160]}'
-        print(f'  {tag} [{i}/{len(cases)}] {_line(case.row)}', flush=True)
+        progress.write(f'  {tag} [{i}/{len(cases)}] {_line(case.row)}')
     ok = [c for c in cases if 'note' not in c.row]
     print(f'  {tag} timing {len(ok)} models, {opts.repeats} interleaved rounds', flush=True)
     for key, steps in (('train_ms', [c.train_step for c in ok]), ('infer_ms', [c.infer for c in ok])):
@@ -463,7 +464,7 @@ def run_point_ops(opts, device: torch.device) -> list[dict]:
     rows = []
     cases = point_op_cases(opts, device)
     print(f'[point_ops] {len(cases)} cases', flush=True)
-    for i, (op, sizes, impls) in enumerate(cases, 1):
+    for i, (op, sizes, impls) in enumerate(progress.track(cases, desc='benchmark point ops', quiet=opts.quiet), 1):
         size = ' '.join(f'{k}={v}' for k, v in sizes.items())
         with torch.no_grad():
             times = interleaved_ms([fn for _, _, fn in impls], opts.repeats, opts.warmup, device, opts.clock)
@@ -473,7 +474,7 @@ def run_point_ops(opts, device: torch.device) -> list[dict]:
         for row in case_rows:
             if row is not peer:
                 row.update(_ratios(row, peer, 'peer', ('time_ms', 'peak_mib')))
-            print(f'  [{i}/{len(cases)}] {_line(row)}', flush=True)
+            progress.write(f'  [{i}/{len(cases)}] {_line(row)}')
         rows += case_rows
     return rows
 
@@ -621,6 +622,7 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu')
     p.add_argument('--quick', action='store_true', help='tiny sizes, one repeat: checks that everything runs')
     p.add_argument('--out', default='work_dirs/benchmark_models')
+    progress.add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.quick:
         opts.maps, opts.head_channels = [(1, 32, 8, 8)], 32

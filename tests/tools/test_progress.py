@@ -87,6 +87,8 @@ TOOLS = {  # tool -> (arguments for a tiny run in tmp, the bar's description)
     'benchmark_ops': (lambda tmp: ['tools/benchmark_ops.py', '--ops', 'ExternalAttention', 'SelfAttention',
                                    '--tokens', '16', '--repeats', '1', '--warmup', '0', '--no-peer',
                                    '--out', str(tmp / 'bench')], 'benchmark'),
+    'benchmark_models': (lambda tmp: ['tools/benchmark_models.py', '--parts', 'point_ops', '--quick',
+                                      '--out', str(tmp / 'bench_models')], 'benchmark point ops'),
     'browse_dataset': (lambda tmp: ['tools/analysis_tools/browse_dataset.py', os.path.join(ROOT, CLS_CONFIG),
                                     '--num', '2', '--renderer', 'matplotlib', '--out', str(tmp / 'browse')],
                        'browse dataset'),
