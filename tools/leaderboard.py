@@ -62,7 +62,7 @@ COLUMNS = ['task', 'op', 'kind', 'layout', 'metric', 'score', 'params', 'mflops'
            'act_mib', 'iters', 'error']
 # one-thread seconds per training iteration (incl. evaluation and cost measurement spread over the
 # iterations), measured on an idle 2-core machine: only for the estimate printed at start
-EST_S_PER_ITER = dict(seg=0.07, pc=0.12)
+EST_S_PER_ITER = dict(seg=0.09, pc=0.25)
 
 
 # ----------------------------------------------------------------------------- op selection
