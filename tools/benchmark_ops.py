@@ -3,8 +3,9 @@
 For each op and token count N the op is built from config at ``--dim`` channels, fed an input in
 its native layout (maps use the squarest H x W with H*W ~ N), and measured:
 
-* time: median of ``--repeats`` timed runs after warm-up (forward, or forward+backward with
-  ``--backward``), in ms;
+* time: median of ``--repeats`` timed rounds after warm-up (forward, or forward+backward with
+  ``--backward``), in ms; each round runs our op and its peer once, so both share the load of
+  the moment;
 * activation memory: bytes autograd saves for the backward pass (exact and device-agnostic);
   on CUDA also the peak allocated memory of the step;
 * FLOPs: ``torch.utils.flop_counter`` (matmuls, convolutions, SDPA);
@@ -20,7 +21,7 @@ Examples::
     python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
     python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
     python tools/benchmark_ops.py --ops OffsetAttention --op-kwargs '{"chunk_size": 512}' --backward
-    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 0 \
+    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 1 \
         --tokens 16384 65536 262144 1048576 --no-peer       # every O(N) op up to a million tokens
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -43,6 +45,7 @@ from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION, build_attention  # noqa: E402
 from attn_ops.layouts import MAP, example_input  # noqa: E402
+from projects import progress  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- peers
@@ -59,7 +62,7 @@ def catalogue_peer(op: nn.Module):
 
 
 # ----------------------------------------------------------------------------- measures
-def _sync(device):
+def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -71,17 +74,23 @@ def _step(module: nn.Module, args, backward: bool):
     return out
 
 
-def time_ms(module, args, backward, repeats, warmup, device) -> float:
+def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
+                   device: torch.device) -> list[float]:
+    """Median wall time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds;
+    each round runs every function once, so ours and the peer share the machine's load of that
+    moment (a ratio is then fair even on a busy machine)."""
     for _ in range(warmup):
-        _step(module, args, backward)
-    samples = []
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        _step(module, args, backward)
-        _sync(device)
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+        for fn, times in zip(fns, samples):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(times) for times in samples]
 
 
 def saved_bytes(module, args) -> int:
@@ -107,7 +116,7 @@ def peak_cuda_bytes(module, args, backward, device) -> int | None:
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     _step(module, args, backward)
-    _sync(device)
+    sync(device)
     return torch.cuda.max_memory_allocated(device) - base
 
 
@@ -124,25 +133,31 @@ def _count_cpu_sdpa() -> None:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def flops(module, args) -> int:
-    """Forward FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``)."""
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``) that ``fn`` runs
+    without autograd."""
     from torch.utils.flop_counter import FlopCounterMode
     _count_cpu_sdpa()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*(a.detach() for a in args))   # forward FLOPs; grad-requiring views trip the tracker
+        fn()
     return counter.get_total_flops()
 
 
-def measure(module, args, opts, device) -> dict:
+def flops(module, args) -> int:
+    """Forward FLOPs of ``module`` on ``args``."""
+    return count_flops(lambda: module(*(a.detach() for a in args)))  # grad-requiring views trip the tracker
+
+
+def measure(module, args, opts, device) -> tuple[dict, Callable[[], object]]:
+    """Memory and FLOPs of ``module`` on ``args``, and the step to time (forward, or forward +
+    backward with ``--backward``)."""
     module.train(opts.backward)
     args = tuple(a.detach().requires_grad_(opts.backward) for a in args)
-    row = dict(time_ms=time_ms(module, args, opts.backward, opts.repeats, opts.warmup, device),
-               act_mib=saved_bytes(module, args) / 2 ** 20,
-               gflops=flops(module, args) / 1e9)
+    row = dict(act_mib=saved_bytes(module, args) / 2 ** 20, gflops=flops(module, args) / 1e9)
     peak = peak_cuda_bytes(module, args, opts.backward, device)
     if peak is not None:
         row['peak_mib'] = peak / 2 ** 20
-    return row
+    return row, lambda: _step(module, args, opts.backward)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -156,33 +171,41 @@ def run(opts) -> list[dict]:
     names = opts.ops or sorted(n for n in ATTENTION.module_dict
                                if not opts.linear or ATTENTION.get(n).complexity == 'O(N)')
     rows = []
-    for name in names:
+    for name in progress.track(names, desc='benchmark (ops)', quiet=opts.quiet):
         for n in opts.tokens:
             op = build(name, opts.dim, **opts.op_kwargs).to(device)
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
             shape = tuple(x.shape)
             try:
-                ours = measure(op, (x,), opts, device)
-            except RuntimeError as err:  # out of memory at large N: report, keep going
-                print(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
+                ours, step = measure(op, (x,), opts, device)
+                step()   # the first warm-up step: fails here (out of memory at large N) before any timing
+            except RuntimeError as err:
+                progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
                        input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
+            theirs = None
             peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
                 try:
-                    theirs = measure(module.to(device), adapt(x), opts, device)
+                    theirs, peer_step = measure(module.to(device), adapt(x), opts, device)
+                    peer_step()
                 except RuntimeError as err:  # a catalogue module defined for one size only (ViP's S x S)
-                    print(f'{name} N={n}: the catalogue peer cannot run this input: {str(err).splitlines()[0]}')
+                    progress.write(f'{name} N={n}: the catalogue peer cannot run this input: '
+                                   f'{str(err).splitlines()[0]}')
                     theirs = None
-                if theirs is not None:
-                    row.update({f'peer_{k}': v for k, v in theirs.items()})
-                    row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
-                    row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+            steps = [step] if theirs is None else [step, peer_step]
+            times = interleaved_ms(steps, opts.repeats, max(opts.warmup - 1, 0), device)
+            row['time_ms'] = times[0]
+            if theirs is not None:
+                theirs['time_ms'] = times[1]
+                row.update({f'peer_{k}': v for k, v in theirs.items()})
+                row['time_ratio'] = times[0] / times[1]
+                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
-            print(_line(row), flush=True)
+            progress.write(_line(row))
     return rows
 
 
@@ -252,7 +275,7 @@ def parse_args(argv=None):
     p.add_argument('--dim', type=int, default=64)
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--repeats', type=int, default=7)
-    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--warmup', type=int, default=2, help='untimed rounds before timing (the first checks that each step runs)')
     p.add_argument('--backward', action='store_true', help='time forward + backward')
     p.add_argument('--device', default='cpu')
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
@@ -260,6 +283,7 @@ def parse_args(argv=None):
     p.add_argument('--op-kwargs', type=json.loads, default={},
                    help='JSON of extra constructor arguments for the selected ops (the peer gets the same)')
     p.add_argument('--out', default='work_dirs/benchmark_ops')
+    progress.add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.quick:
         opts.tokens, opts.repeats, opts.warmup = [256], 3, 1

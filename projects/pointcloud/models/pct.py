@@ -116,8 +116,10 @@ class PCTClassifier(BasePointModel):
             return self.pool(y, mask=mask)
         return self.head(self.features(inputs))
 
-    def predict(self, inputs) -> list:
-        logits = self.logits(inputs)
+    def predict(self, inputs, logits: Optional[Tensor] = None) -> list:
+        """Per cloud ``dict(pred_label, gt_label, logits)``; ``logits`` ``(B, K)`` precomputed
+        (test-time votes) or from :meth:`logits`."""
+        logits = self.logits(inputs) if logits is None else logits
         pred = logits.argmax(-1).cpu()
         gt = getattr(inputs, 'y', None) if not isinstance(inputs, Tensor) else None
         return [dict(pred_label=pred[i], gt_label=None if gt is None else gt.view(-1)[i].cpu(),
