@@ -30,6 +30,7 @@ import argparse
 import csv
 import math
 import multiprocessing as mp
+import os
 import os.path as osp
 import shutil
 import sys
@@ -50,14 +51,18 @@ from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION  # noqa: E402
 from attn_ops.layouts import TOKENS  # noqa: E402
+from projects.progress import add_quiet_argument, track  # noqa: E402
+from projects.progress import write as write_line  # noqa: E402
 from tools.benchmark_ops import flops, saved_bytes  # noqa: E402
 
 CONFIG = osp.join(ROOT, 'configs/leaderboard/leaderboard_context-shapes-64x64_primitives-256.py')
 BASELINE = 'FCNHead'
+GLOBAL_REFS = ('MultiHeadAttention', 'ExternalAttention')   # named beside the baseline in the README
 TASKS = ('seg', 'pc')
 METRIC = dict(seg='mIoU', pc='OA')
 ASSETS = Path(ROOT) / 'tools' / 'assets' / 'leaderboard'
-BEGIN, END = '<!-- LEADERBOARD:BEGIN (python tools/leaderboard.py --jobs 2 --write-readme) -->', '<!-- LEADERBOARD:END -->'
+BEGIN = '<!-- LEADERBOARD:BEGIN (python tools/leaderboard.py --jobs 2 --write-readme) -->'
+END = '<!-- LEADERBOARD:END -->'
 COLUMNS = ['task', 'op', 'kind', 'layout', 'metric', 'score', 'params', 'mflops', 'train_ms_per_iter',
            'act_mib', 'iters', 'error']
 # one-thread seconds per training iteration (incl. evaluation and cost measurement spread over the
@@ -268,6 +273,19 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def context_gap(rows: list[dict]) -> str:
+    """One sentence: FCNHead's mIoU, the global-attention references' and the best op's, with gaps."""
+    score = {r['op']: float(r['score']) for r in rows}
+    if BASELINE not in score or len(score) < 2:
+        return ''
+    base = score[BASELINE]
+    best = max((n for n in score if n != BASELINE), key=score.get)
+    refs = [n for n in GLOBAL_REFS if n in score and n != best] + [best]
+    parts = [f'{n} {score[n]:.3f} ({score[n] - base:+.3f})' for n in refs]
+    return (f'Without an op (FCNHead) {base:.3f} mIoU; with global context: ' + ', '.join(parts[:-1])
+            + ('; ' if parts[:-1] else '') + f'best op {parts[-1]}.\n\n')
+
+
 def markdown(rows: list[dict]) -> str:
     """The README block: settings, the context gap (FCNHead vs the best op), one table per task
     sorted by score, Pareto-front ops in bold."""
@@ -283,12 +301,7 @@ def markdown(rows: list[dict]) -> str:
         text += f'**{title}**, {done[0]["iters"] if done else failed[0]["iters"]} iterations per op'
         text += ' (in bold: the Pareto front of score vs forward FLOPs).\n\n'
         if task == 'seg':
-            base = next((r for r in done if r['op'] == BASELINE), None)
-            ops = [r for r in done if r['op'] != BASELINE]
-            if base and ops:
-                top = max(ops, key=lambda r: float(r['score']))
-                text += (f'FCNHead (no op) {float(base["score"]):.3f} mIoU; best op {top["op"]} '
-                         f'{float(top["score"]):.3f}: a gap of {float(top["score"]) - float(base["score"]):+.3f}.\n\n')
+            text += context_gap(done)
         text += ('| rank | op | kind | layout | ' + METRIC[task] + ' | params | MFLOPs | train ms/iter | '
                  'activation MiB |\n|---|---|---|---|---|---|---|---|---|\n')
         for i, r in enumerate(sorted(done, key=lambda r: -float(r['score'])), 1):
@@ -378,6 +391,7 @@ def parse_args(argv=None):
     p.add_argument('--write-readme', action='store_true', help='copy the results to tools/assets/leaderboard/ '
                    'and rewrite README.md between the LEADERBOARD markers')
     p.add_argument('--readme', default=osp.join(ROOT, 'README.md'))
+    add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.jobs < 1:
         p.error(f'--jobs must be >= 1, got {opts.jobs}')
@@ -419,18 +433,21 @@ def main(argv=None) -> list[dict]:
     else:
         pool = mp.get_context('spawn').Pool(opts.jobs)
         results = pool.imap_unordered(run_one, todo)
-    for i, r in enumerate(results, 1):
+    for i, r in enumerate(track(results, total=len(todo), desc='leaderboard', quiet=opts.quiet), 1):
         rows.append(r)
-        status = f'FAILED {r["error"]}' if r['error'] else f'{r["metric"]} {r["score"]:.3f}, {r["train_ms_per_iter"]:.0f} ms/iter'
-        print(f'[{i}/{len(todo)}] {r["task"]} {r["op"]}: {status} ({r["wall_s"]:.0f} s, '
-              f'{(time.perf_counter() - start) / 60:.1f} min elapsed)', flush=True)
+        status = (f'FAILED {r["error"]}' if r['error']
+                  else f'{r["metric"]} {r["score"]:.3f}, {r["train_ms_per_iter"]:.0f} ms/iter')
+        write_line(f'[{i}/{len(todo)}] {r["task"]} {r["op"]}: {status} ({r["wall_s"]:.0f} s, '
+                   f'{(time.perf_counter() - start) / 60:.1f} min elapsed)')
     if opts.jobs > 1:
         pool.close()
         pool.join()
     order = {(t, n): i for i, (t, n, _) in enumerate(todo)}
     rows.sort(key=lambda r: order[r['task'], r['op']])
+    minutes = (time.perf_counter() - start) / 60
     head = (f'tools/leaderboard.py --config {osp.relpath(opts.config, ROOT)}: one thread per run, torch '
-            f'{torch.__version__}, {len(rows)} runs in {(time.perf_counter() - start) / 60:.1f} min with --jobs {opts.jobs}')
+            f'{torch.__version__}, {len(rows)} runs in {minutes:.1f} min with --jobs {opts.jobs}, '
+            f'load average {os.getloadavg()[0]:.1f} at the end')
     out = Path(opts.out)
     write(rows, out, head)
     if opts.write_readme:

@@ -4,9 +4,9 @@ Each image shows 1-3 grey shapes (circle, square, triangle: the geometry carries
 noisy, textured, low-saturation background, and a saturated cue band ``cue_size`` pixels wide along
 one side (0-2 pixels in from the border). The cue's colour (red, green or blue) is the class of
 every shape in the image; the cue itself is background. Every shape pixel lies at least ``gap``
-pixels (Chebyshev distance) from every cue pixel, so a network whose receptive field is smaller than ``gap`` sees where the shapes are but
-not which class they are: only context from across the image (global attention, global pooling)
-tells. Labels: 0 background, 1 red-cued, 2 green-cued, 3 blue-cued shape.
+pixels (Chebyshev distance) from every cue pixel, so a network whose receptive field is smaller
+than ``gap`` sees where the shapes are but not which class they are: only context from across the
+image (global attention, global pooling) tells. Labels: 0 background, 1 red-cued, 2 green-cued, 3 blue-cued shape.
 
 Samples are generated in memory from a seed (:func:`make_split`); same seed, same arrays.
 """

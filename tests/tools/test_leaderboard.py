@@ -85,3 +85,12 @@ def test_readme_block_is_the_committed_csv():
         listed = set(re.findall(r'^\| (?:\d+|-) \| \**(\w+)\**', part, flags=re.M))
         assert listed == {r['op'] for r in rows if r['task'] == task}
     assert 'FCNHead' in {r['op'] for r in rows}
+
+
+def test_context_gap_sentence():
+    rows = [dict(op=o, score=str(s)) for o, s in
+            [('FCNHead', 0.4), ('ExternalAttention', 0.6), ('PositionAttention', 0.8), ('SEAttention', 0.5)]]
+    assert leaderboard.context_gap(rows) == ('Without an op (FCNHead) 0.400 mIoU; with global context: '
+                                             'ExternalAttention 0.600 (+0.200); best op PositionAttention '
+                                             '0.800 (+0.400).\n\n')
+    assert leaderboard.context_gap(rows[1:]) == ''
