@@ -332,7 +332,8 @@ def write(rows: list[dict], out: Path, head: str) -> None:
 
 def plot(rows: list[dict], path: Path, task: str) -> None:
     import logging
-    logging.getLogger('matplotlib').setLevel(logging.WARNING)
+    for name in ('matplotlib', 'matplotlib.font_manager'):
+        logging.getLogger(name).setLevel(logging.WARNING)
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -431,7 +432,7 @@ def main(argv=None) -> list[dict]:
     if opts.jobs == 1:
         results = map(run_one, todo)
     else:
-        pool = mp.get_context('spawn').Pool(opts.jobs)
+        pool = mp.get_context('spawn').Pool(min(opts.jobs, len(todo)))
         results = pool.imap_unordered(run_one, todo)
     for i, r in enumerate(track(results, total=len(todo), desc='leaderboard', quiet=opts.quiet), 1):
         rows.append(r)
