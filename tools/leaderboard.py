@@ -312,7 +312,7 @@ def markdown(rows: list[dict]) -> str:
         for r in failed:
             text += f'| - | {r["op"]} | {r["kind"]} | {r["layout"]} | failed: {r["error"]} | | | | |\n'
         text += '\n'
-    return text
+    return text.rstrip('\n') + '\n'
 
 
 def write(rows: list[dict], out: Path, head: str) -> None:
