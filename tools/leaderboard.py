@@ -65,8 +65,8 @@ BEGIN = '<!-- LEADERBOARD:BEGIN (python tools/leaderboard.py --jobs 2 --write-re
 END = '<!-- LEADERBOARD:END -->'
 COLUMNS = ['task', 'op', 'kind', 'layout', 'metric', 'score', 'params', 'mflops', 'train_ms_per_iter',
            'act_mib', 'iters', 'error']
-# one-thread seconds per training iteration (incl. evaluation and cost measurement spread over the
-# iterations), measured on an idle 2-core machine: only for the estimate printed at start
+# one-thread CPU seconds per training iteration (evaluation and cost measurement spread over the
+# iterations), from the user time of a 10-run validation board: only for the estimate printed at start
 EST_S_PER_ITER = dict(seg=0.09, pc=0.25)
 
 
@@ -194,8 +194,9 @@ def run_pc(name: str, cfg: dict) -> dict:
 
 # ----------------------------------------------------------------------------- one run
 def _train(model: nn.Module, loss_fn, score_fn, one: torch.Tensor, num_train: int, cfg: dict) -> dict:
-    """Train ``cfg['iters']`` AdamW steps (cosine learning rate, seeded batches), then score; the
-    cost measured on the same model."""
+    """Train ``cfg['iters']`` AdamW steps (cosine learning rate, seeded batches), then score. The
+    cost is measured on the same model first (its activation memory by one extra training forward,
+    seeded like the rest, so it is part of every run alike)."""
     model.eval()
     row = dict(params=sum(p.numel() for p in model.parameters()), mflops=flops(model, (one,)) / 1e6)
     model.train()
