@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from mmengine.config import Config  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION  # noqa: E402
@@ -118,7 +119,8 @@ def build_seg_net(name: str, cfg: dict) -> SegNet:
     c = cfg['channels']
     kw = dict(in_channels=c, channels=c, num_classes=len(CLASSES), norm_cfg=dict(type='BN', requires_grad=True),
               dropout_ratio=0.1, concat_input=True)
-    head = FCNHead(num_convs=2, **kw) if name == BASELINE else AttnHead(attn=dict(type=name), **kw)
+    with DefaultScope.overwrite_default_scope('mmseg'):   # whatever scope the caller left current
+        head = FCNHead(num_convs=2, **kw) if name == BASELINE else AttnHead(attn=dict(type=name), **kw)
     return SegNet(head, c)
 
 
@@ -180,7 +182,8 @@ def run_pc(name: str, cfg: dict) -> dict:
     from projects.pointcloud.registry import MODELS
     import projects.pointcloud.models  # noqa: F401  (registers the networks)
     torch.manual_seed(cfg['seed'])
-    model = MODELS.build(dict(cfg['model'], attn=dict(type=name)))
+    with DefaultScope.overwrite_default_scope(MODELS.scope):
+        model = MODELS.build(dict(cfg['model'], attn=dict(type=name)))
     x, y, vx, vy = pc_data(cfg['num_points'], cfg['num_train'], cfg['num_val'], cfg['seed'])
     gen = torch.Generator().manual_seed(cfg['seed'] + 1)
     loss_fn = lambda m, i: smooth_cross_entropy(m.logits(_augment(x[i], gen)), y[i], m.label_smoothing)  # noqa: E731
@@ -334,7 +337,7 @@ def write(rows: list[dict], out: Path, head: str) -> None:
 def plot(rows: list[dict], path: Path, task: str) -> None:
     import logging
     for name in ('matplotlib', 'matplotlib.font_manager'):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)   # no font-fallback chatter
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
