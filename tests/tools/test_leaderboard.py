@@ -1,0 +1,98 @@
+"""The leaderboard tool: which ops go where, the context task's receptive-field claim, a quick run
+whose table does not depend on --jobs, the Pareto front, and the README block it generates.
+The full board is not rerun here (tools/leaderboard.py --jobs 2 --write-readme)."""
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from attn_ops import ATTENTION
+from tools import leaderboard
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_op_selection_follows_kind_and_layout():
+    seg, pc = leaderboard.seg_ops(), leaderboard.pc_ops()
+    pools = {n for n in ATTENTION.module_dict if ATTENTION.get(n).kind == 'pool'}
+    assert seg[0] == 'FCNHead' and set(seg[1:]) == set(ATTENTION.module_dict) - pools
+    assert set(pc) == {n for n in ATTENTION.module_dict if ATTENTION.get(n).layout == 'tokens'} - pools
+    assert 'ExternalAttention' in pc and 'PositionAttention' not in pc   # a map op stays out of PCT
+
+
+def test_baseline_cannot_see_the_cue():
+    """Every input pixel that moves the FCNHead network's logit at a pixel lies closer than the
+    dataset's gap: without an op, a shape's class is out of reach."""
+    cfg = dict(Config.fromfile(leaderboard.CONFIG)['seg'])
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('pointcloud'):   # a scope another tool left current
+        net = leaderboard.build_seg_net('FCNHead', cfg).eval()
+    reach = 0
+    for y, x in ((32, 32), (45, 45), (20, 37), (33, 30)):
+        img = torch.randn(1, 3, cfg['size'], cfg['size'], requires_grad=True)
+        net(img)[0, :, y, x].sum().backward()
+        ys, xs = torch.nonzero(img.grad.abs().sum((0, 1)) > 0, as_tuple=True)
+        reach = max(reach, int(torch.maximum((ys - y).abs(), (xs - x).abs()).max()))
+    assert 16 < reach < cfg['gap'], f'receptive field reaches {reach} px, gap {cfg["gap"]}'
+
+
+def _table(path):
+    with open(path / 'results.csv', newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_run_writes_the_board_and_is_the_same_for_any_jobs(tmp_path):
+    rows = leaderboard.main(['--quick', '--out', str(tmp_path / 'one')])
+    assert [(r['task'], r['op']) for r in rows] == [('seg', 'FCNHead'), ('seg', 'ExternalAttention'),
+                                                    ('pc', 'ExternalAttention')]
+    assert not any(r['error'] for r in rows), [r['error'] for r in rows]
+    for r in rows:
+        assert 0 <= r['score'] <= 1 and r['params'] > 0 and r['mflops'] > 0 and r['act_mib'] > 0
+    seg = {r['op']: r for r in rows if r['task'] == 'seg'}
+    # the op adds its parameters (two bias-free 32 x 64 memories) and FLOPs on top of the same head
+    assert seg['ExternalAttention']['params'] - seg['FCNHead']['params'] == 2 * 32 * 64 + 1
+    assert seg['ExternalAttention']['mflops'] > seg['FCNHead']['mflops']
+    for name in ('results.md', 'pareto_seg.png', 'pareto_pc.png'):
+        assert (tmp_path / 'one' / name).stat().st_size > 100
+    table = _table(tmp_path / 'one')
+    two = leaderboard.main(['--quick', '--tasks', 'seg', '--jobs', '2', '--out', str(tmp_path / 'two')])
+    assert [r['score'] for r in two] == [r['score'] for r in rows[:2]]    # seeds per op, not per process
+    block = leaderboard.markdown(table)
+    assert set(re.findall(r'^\| \d+ \| \**(\w+)\**', block, flags=re.M)) == {'FCNHead', 'ExternalAttention'}
+
+
+def test_pareto_front():
+    rows = [dict(op=o, mflops=str(c), score=str(s)) for o, c, s in
+            [('a', 1, 0.5), ('b', 2, 0.4), ('c', 3, 0.9), ('d', 3, 0.7), ('e', 5, 0.9)]]
+    assert [r['op'] for r in leaderboard.pareto(rows)] == ['a', 'c']
+
+
+def test_unknown_op_names_close_matches(capsys):
+    with pytest.raises(SystemExit):
+        leaderboard.parse_args(['--ops', 'ExternalAtention'])
+    assert 'unknown op(s): ExternalAtention (close: ExternalAttention' in capsys.readouterr().err
+
+
+def test_readme_block_is_the_committed_csv():
+    """The README's leaderboard is what --write-readme renders from tools/assets/leaderboard/results.csv."""
+    rows = _table(leaderboard.ASSETS)
+    block = leaderboard.readme_block((ROOT / 'README.md').read_text())
+    assert block == leaderboard.markdown(rows)
+    seg, pc = (block.split('**Point clouds') + [''])[:2]
+    for task, part in (('seg', seg), ('pc', pc)):
+        listed = set(re.findall(r'^\| (?:\d+|-) \| \**(\w+)\**', part, flags=re.M))
+        assert listed == {r['op'] for r in rows if r['task'] == task}
+    assert 'FCNHead' in {r['op'] for r in rows}
+
+
+def test_context_gap_sentence():
+    rows = [dict(op=o, score=str(s)) for o, s in
+            [('FCNHead', 0.4), ('ExternalAttention', 0.6), ('PositionAttention', 0.8), ('SEAttention', 0.5)]]
+    assert leaderboard.context_gap(rows) == ('Without an op (FCNHead) 0.400 mIoU; with global context: '
+                                             'ExternalAttention 0.600 (+0.200); best op PositionAttention '
+                                             '0.800 (+0.400).\n\n')
+    assert leaderboard.context_gap(rows[1:]) == ''
