@@ -223,7 +223,7 @@ def _train(model: nn.Module, loss_fn, score_fn, one: torch.Tensor, num_train: in
         sched.step()
     row['train_ms_per_iter'] = (time.perf_counter() - start) / iters * 1e3
     model.eval()
-    row['score'] = score_fn(model)
+    row['score'] = 100.0 * score_fn(model)   # percent, as mmseg's and our point-cloud metrics
     return row
 
 
@@ -285,8 +285,8 @@ def context_gap(rows: list[dict]) -> str:
     base = score[BASELINE]
     best = max((n for n in score if n != BASELINE), key=score.get)
     refs = [n for n in GLOBAL_REFS if n in score and n != best] + [best]
-    parts = [f'{n} {score[n]:.3f} ({score[n] - base:+.3f})' for n in refs]
-    return (f'Without an op (FCNHead) {base:.3f} mIoU; with global context: ' + ', '.join(parts[:-1])
+    parts = [f'{n} {score[n]:.1f} ({score[n] - base:+.1f})' for n in refs]
+    return (f'Without an op (FCNHead) {base:.1f} mIoU; with global context: ' + ', '.join(parts[:-1])
             + ('; ' if parts[:-1] else '') + f'best op {parts[-1]}.\n\n')
 
 
@@ -310,7 +310,7 @@ def markdown(rows: list[dict]) -> str:
                  'activation MiB |\n|---|---|---|---|---|---|---|---|---|\n')
         for i, r in enumerate(sorted(done, key=lambda r: -float(r['score'])), 1):
             op = f'**{r["op"]}**' if r['op'] in front else r['op']
-            text += (f'| {i} | {op} | {r["kind"]} | {r["layout"]} | {float(r["score"]):.3f} | '
+            text += (f'| {i} | {op} | {r["kind"]} | {r["layout"]} | {float(r["score"]):.1f} | '
                      f'{int(float(r["params"])):,} | {float(r["mflops"]):.1f} | '
                      f'{float(r["train_ms_per_iter"]):.1f} | {float(r["act_mib"]):.1f} |\n')
         for r in failed:
@@ -441,7 +441,7 @@ def main(argv=None) -> list[dict]:
     for i, r in enumerate(track(results, total=len(todo), desc='leaderboard', quiet=opts.quiet), 1):
         rows.append(r)
         status = (f'FAILED {r["error"]}' if r['error']
-                  else f'{r["metric"]} {r["score"]:.3f}, {r["train_ms_per_iter"]:.0f} ms/iter')
+                  else f'{r["metric"]} {r["score"]:.1f}, {r["train_ms_per_iter"]:.0f} ms/iter')
         write_line(f'[{i}/{len(todo)}] {r["task"]} {r["op"]}: {status} ({r["wall_s"]:.0f} s, '
                    f'{(time.perf_counter() - start) / 60:.1f} min elapsed)')
     if opts.jobs > 1:

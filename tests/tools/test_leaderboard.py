@@ -51,7 +51,7 @@ def test_quick_run_writes_the_board_and_is_the_same_for_any_jobs(tmp_path):
                                                     ('pc', 'ExternalAttention')]
     assert not any(r['error'] for r in rows), [r['error'] for r in rows]
     for r in rows:
-        assert 0 <= r['score'] <= 1 and r['params'] > 0 and r['mflops'] > 0 and r['act_mib'] > 0
+        assert 0 <= r['score'] <= 100 and r['params'] > 0 and r['mflops'] > 0 and r['act_mib'] > 0
     seg = {r['op']: r for r in rows if r['task'] == 'seg'}
     # the op adds its parameters (two bias-free 32 x 64 memories) and FLOPs on top of the same head
     assert seg['ExternalAttention']['params'] - seg['FCNHead']['params'] == 2 * 32 * 64 + 1
@@ -91,8 +91,8 @@ def test_readme_block_is_the_committed_csv():
 
 def test_context_gap_sentence():
     rows = [dict(op=o, score=str(s)) for o, s in
-            [('FCNHead', 0.4), ('ExternalAttention', 0.6), ('PositionAttention', 0.8), ('SEAttention', 0.5)]]
-    assert leaderboard.context_gap(rows) == ('Without an op (FCNHead) 0.400 mIoU; with global context: '
-                                             'ExternalAttention 0.600 (+0.200); best op PositionAttention '
-                                             '0.800 (+0.400).\n\n')
+            [('FCNHead', 40), ('ExternalAttention', 60), ('PositionAttention', 80.25), ('SEAttention', 50)]]
+    assert leaderboard.context_gap(rows) == ('Without an op (FCNHead) 40.0 mIoU; with global context: '
+                                             'ExternalAttention 60.0 (+20.0); best op PositionAttention '
+                                             '80.2 (+40.2).\n\n')
     assert leaderboard.context_gap(rows[1:]) == ''
