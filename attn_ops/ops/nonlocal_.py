@@ -521,13 +521,13 @@ class ACmix(AttentionOp):
                                           torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype),
                                           indexing='xy'))                   # (2, H, W): x then y
         pe = self.conv_p(grid.unsqueeze(0))                                   # (1, d, H, W)
-        q_att = q.view(b * heads, d, h, w) * d ** -0.5
-        rel = self._windows(k.view(b * heads, d, h, w)) + (pe.unsqueeze(2) - self._windows(pe))
+        q_att = q.reshape(b * heads, d, h, w) * d ** -0.5
+        rel = self._windows(k.reshape(b * heads, d, h, w)) + (pe.unsqueeze(2) - self._windows(pe))
         with float32_math(x):
             weights = (upcast(q_att).unsqueeze(2) * upcast(rel)).sum(dim=1).softmax(dim=1)   # (Bh, K_a^2, H, W)
         weights = weights.to(v.dtype)
-        out_att = (weights.unsqueeze(1) * self._windows(v.view(b * heads, d, h, w))).sum(dim=2).view(b, c, h, w)
-        shifted = self.fc(torch.cat([t.view(b, heads, d, h * w) for t in (q, k, v)], dim=1))  # (B, K_c^2, d, N)
+        out_att = (weights.unsqueeze(1) * self._windows(v.reshape(b * heads, d, h, w))).sum(dim=2).view(b, c, h, w)
+        shifted = self.fc(torch.cat([t.reshape(b, heads, d, h * w) for t in (q, k, v)], dim=1))  # (B, K_c^2, d, N)
         out_conv = self.dep_conv(shifted.transpose(1, 2).reshape(b, -1, h, w))
         out = self.rate1 * out_att + self.rate2 * out_conv
         return (out, weights.view(b, heads, -1, h, w)) if return_attn else out

@@ -218,6 +218,18 @@ def test_runs_on_both_layouts(name):
         assert call(as_layout(op, layout, hw=hw), inp).shape == inp.shape
 
 
+@pytest.mark.parametrize('name', ALL)
+def test_strided_inputs_give_the_same_output(name):
+    """A map in channels_last memory (what a conv can hand over) and tokens that are a transposed
+    view (what a map-to-token permute gives) are the same input as their contiguous copies."""
+    op = ATTENTION.build(small_cfg(name)).eval()
+    x = input_for(op.layout, 16, tokens=16)
+    strided = (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4
+               else x.transpose(1, 2).contiguous().transpose(1, 2))
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(as_output(call(op, strided)), as_output(call(op, x)), rtol=1e-4, atol=1e-5)  # conv summation order
+
+
 # ----------------------------------------------------------------------------- numerics
 def _finite_step(op, x):
     x = x.detach().requires_grad_()
