@@ -17,13 +17,15 @@ Adapter
 -------
 :func:`as_layout` (or :class:`LayoutAdapter`) runs any op on the other layout:
 
-* a token op on a map: ``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``;
+* a token op on a map: ``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``; a token op that needs
+  the grid (its ``forward`` takes ``hw=``, e.g. EMSA's key reduction) is given ``hw=(H, W)``;
 * a map op on tokens: ``(B, N, C) -> (B, C, H, W) -> op -> (B, N, C)`` with ``H * W == N``;
   ``hw=(H, W)`` is given at construction or per call. Map ops have no notion of padding, so a
   mask with padded tokens is refused.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional, Sequence
 
 import torch
@@ -163,6 +165,7 @@ class LayoutAdapter(nn.Module):
         self.op = op
         self.layout = layout
         self.hw = tuple(hw) if hw is not None else None
+        self.passes_hw = layout == MAP and 'hw' in inspect.signature(op.forward).parameters
 
     @property
     def dim(self) -> int:
@@ -190,7 +193,8 @@ class LayoutAdapter(nn.Module):
             if mask is not None:
                 raise ValueError(f'{name}: a map has no padding; got a mask of shape {_shape(mask)}')
             _, _, h, w = x.shape
-            out = self.op(map_to_tokens(x), return_attn=return_attn)
+            grid = dict(hw=(h, w)) if self.passes_hw else {}
+            out = self.op(map_to_tokens(x), return_attn=return_attn, **grid)
             y, weights = out if return_attn else (out, None)
             y = tokens_to_map(y, (h, w))
         else:

@@ -1,12 +1,15 @@
 """What every entry point (``tools/*.py``) does to turn a config file into runnable objects.
 
 One place for: the runtime patches (pure-PyTorch ``mmcv.ops`` stand-ins when compiled mmcv is
-absent; the checkpoint allowlist for ``torch.load(weights_only=True)``), loading a config with
-``--cfg-options`` and the default work dir, and building the model, dataset and collate function
-of a split through the registries of the config's ``default_scope``.
+absent; the checkpoint allowlist for ``torch.load(weights_only=True)`` and atomic saving), loading
+a config with ``--cfg-options`` and the default work dir, building the runner (CPU DDP, the
+checkpoint ``--resume`` continues from, the default hooks of :mod:`projects.hooks`), and building
+the model, dataset and collate function of a split through the registries of the config's
+``default_scope``.
 """
 from __future__ import annotations
 
+import logging
 import os.path as osp
 from functools import partial
 from typing import Callable, Optional
@@ -42,13 +45,56 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 
 def build_runner(cfg: Config):
     """mmengine's Runner (or the config's ``runner_type``) for ``cfg``, after setting up the
-    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`projects.compat.cpu_ddp`)."""
+    process group for ``cfg.launcher`` (gloo on CPU; see :mod:`projects.compat.cpu_ddp`),
+    choosing the checkpoint a resumed run continues from (:func:`resolve_resume`) and adding the
+    default hooks of :mod:`projects.hooks` (exact resume, non-finite loss)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from projects.compat.cpu_ddp import setup_cpu_distributed
+    from projects.hooks import add_default_hooks
     setup_cpu_distributed(cfg, cfg.get('launcher', 'none'))
+    resolve_resume(cfg)
+    add_default_hooks(cfg)
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def resolve_resume(cfg: Config) -> Optional[str]:
+    """With ``cfg.resume``, set ``cfg.load_from`` to a complete checkpoint and return it.
+
+    No ``load_from``: the newest complete checkpoint of the work dir (the one ``last_checkpoint``
+    names, else the next older ``iter_N``/``epoch_N``), warning with the names of the newer files
+    that are truncated or corrupt; none at all: training starts from scratch, as mmengine does.
+    An explicit ``load_from`` that is incomplete raises ``IncompleteCheckpointError``.
+    """
+    from mmengine.logging import print_log
+
+    from projects.compat.checkpoint import (IncompleteCheckpointError, checkpoint_problem,
+                                            latest_complete_checkpoint)
+    if not cfg.get('resume', False):
+        return None
+    if cfg.get('load_from'):
+        problem = checkpoint_problem(cfg.load_from)
+        if problem is not None:
+            newest, _ = latest_complete_checkpoint(osp.dirname(cfg.load_from) or '.')
+            hint = f'; the newest complete one beside it is {newest}' if newest else ''
+            raise IncompleteCheckpointError(f'--resume {cfg.load_from}: the checkpoint {problem}{hint}')
+        return cfg.load_from
+    path, skipped = latest_complete_checkpoint(cfg.work_dir)
+    for bad, problem in skipped:
+        print_log(f'resume: skipping {bad}: it {problem}; '
+                  f'{"resuming from " + path if path else "no older complete checkpoint"}',
+                  logger='current', level=logging.WARNING)
+    if path is None:
+        if skipped:
+            raise IncompleteCheckpointError(
+                f'--resume: no complete checkpoint in {cfg.work_dir} '
+                f'({", ".join(b for b, _ in skipped)} are incomplete); remove them to start from scratch')
+        print_log(f'resume: no checkpoint in {cfg.work_dir}; training starts from scratch',
+                  logger='current', level=logging.WARNING)
+        return None
+    cfg.load_from = path
+    return path
 
 
 def _scope(cfg: Config) -> None:

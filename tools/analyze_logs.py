@@ -13,6 +13,8 @@ Examples::
         --keys loss mIoU --legend EANet OCR --out compare.png
 
 A run may be given as a JSON file or as a work dir (its newest ``*/vis_data/scalars.json``).
+Validation metrics of both domains are logged in percent (mmseg's ``mIoU``/``mAcc``/``aAcc``, the
+point-cloud ``OA``/``mAcc``/``ins_mIoU``/``cls_mIoU``/``mIoU``); their axes say so.
 """
 from __future__ import annotations
 
@@ -27,6 +29,17 @@ from dataclasses import dataclass, field
 
 # bookkeeping scalars that are not worth a plot by default
 NON_METRIC = {'step', 'iter', 'epoch', 'time', 'data_time', 'memory', 'eta', 'mode', 'lr'}
+# validation metrics logged in percent by mmseg and by projects.pointcloud.metrics
+PERCENT_METRICS = {'aAcc', 'mIoU', 'mAcc', 'mDice', 'mFscore', 'mPrecision', 'mRecall', 'OA',
+                   'ins_mIoU', 'cls_mIoU'}
+
+
+def axis_label(key: str) -> str:
+    """The y-axis label of ``key``: its unit where it has one."""
+    if key.split('/')[-1] in PERCENT_METRICS:
+        return f'{key} (%)'
+    return {'lr': 'learning rate', 'memory': 'memory (MB)', 'time': 'time (s/iter)',
+            'data_time': 'data time (s/iter)'}.get(key, key)
 
 
 @dataclass
@@ -149,6 +162,7 @@ def plot_logs(runs: list[RunLog], keys: list[str], out_file: str, legend: list[s
             ax.plot(xs, ys, marker='o' if len(xs) < 30 else None, markersize=3, label=name, color=f'C{j}')
         ax.set_title(key)
         ax.set_xlabel(xlabel)
+        ax.set_ylabel(axis_label(key))
         if key == 'lr' or key.startswith('loss'):
             ys_all = [y for c in curves for y in c[5]]
             if ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > 100:

@@ -43,6 +43,7 @@ from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION, build_attention  # noqa: E402
 from attn_ops.layouts import MAP, example_input  # noqa: E402
+from projects import progress  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- peers
@@ -156,7 +157,7 @@ def run(opts) -> list[dict]:
     names = opts.ops or sorted(n for n in ATTENTION.module_dict
                                if not opts.linear or ATTENTION.get(n).complexity == 'O(N)')
     rows = []
-    for name in names:
+    for name in progress.track(names, desc='benchmark (ops)', quiet=opts.quiet):
         for n in opts.tokens:
             op = build(name, opts.dim, **opts.op_kwargs).to(device)
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
@@ -164,7 +165,7 @@ def run(opts) -> list[dict]:
             try:
                 ours = measure(op, (x,), opts, device)
             except RuntimeError as err:  # out of memory at large N: report, keep going
-                print(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
+                progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
@@ -172,12 +173,17 @@ def run(opts) -> list[dict]:
             peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
-                theirs = measure(module.to(device), adapt(x), opts, device)
-                row.update({f'peer_{k}': v for k, v in theirs.items()})
-                row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
-                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+                try:
+                    theirs = measure(module.to(device), adapt(x), opts, device)
+                except RuntimeError as err:  # a catalogue module defined for one size only (ViP's S x S)
+                    print(f'{name} N={n}: the catalogue peer cannot run this input: {str(err).splitlines()[0]}')
+                    theirs = None
+                if theirs is not None:
+                    row.update({f'peer_{k}': v for k, v in theirs.items()})
+                    row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
+                    row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
-            print(_line(row), flush=True)
+            progress.write(_line(row))
     return rows
 
 
@@ -255,6 +261,7 @@ def parse_args(argv=None):
     p.add_argument('--op-kwargs', type=json.loads, default={},
                    help='JSON of extra constructor arguments for the selected ops (the peer gets the same)')
     p.add_argument('--out', default='work_dirs/benchmark_ops')
+    progress.add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.quick:
         opts.tokens, opts.repeats, opts.warmup = [256], 3, 1

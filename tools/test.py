@@ -1,15 +1,23 @@
 """Evaluate a checkpoint with the config's test dataloader and evaluator (any project of the repo).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out DIR]
-                         [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
+                         [--tta [--votes V]] [--cfg-options key=value ...]
+                         [--launcher none|pytorch|slurm]
 
-Prints the evaluator's results (for segmentation: mmseg's per-class IoU/Acc table, then mIoU,
-mAcc, aAcc) and writes them to ``<work-dir>/test_metrics.json``.
+Prints the evaluator's results with their per-class table (segmentation: IoU/Acc per class,
+then mIoU, mAcc, aAcc; point clouds: accuracy per class or mIoU per category, then OA/mAcc or
+instance/class mIoU; all in percent) and writes them to ``<work-dir>/test_metrics.json``.
 
 ``--show-dir DIR``  turn on the config's ``default_hooks.visualization`` hook for every test
                     sample and save the pictures under DIR (segmentation: prediction overlays).
-``--out DIR``       also write the metrics to ``DIR/metrics.json``; an ``IoUMetric`` evaluator
-                    additionally saves every predicted label map as a PNG in DIR.
+``--out DIR``       write the metrics to ``DIR/metrics.json`` and every prediction into DIR:
+                    segmentation, one label PNG per image (mmseg's ``IoUMetric`` output);
+                    point clouds, one ``<index>.npz`` per sample (format in
+                    ``projects/pointcloud/predictions.py``; ``tools/visualize_pointcloud.py``
+                    renders them).
+``--tta``           test-time augmentation through the config's ``tta_model`` and
+                    ``tta_pipeline``: mmseg's multi-scale + flip averaging for segmentation,
+                    votes over random views for point clouds (``--votes V`` views per cloud).
 """
 from __future__ import annotations
 
@@ -35,14 +43,22 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where to write logs and test_metrics.json '
                         '(default: work_dirs/<config name>)')
     parser.add_argument('--show-dir', help='save visualized predictions in this folder')
-    parser.add_argument('--out', help='save metrics (and, for segmentation, predicted label '
-                        'maps) in this folder')
+    parser.add_argument('--out', help='save metrics and predictions (segmentation: label PNGs; '
+                        'point clouds: one <index>.npz per sample) in this folder')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation with the config\'s tta_model and tta_pipeline')
+    parser.add_argument('--votes', type=int, metavar='V',
+                        help='with --tta on point clouds: views per cloud (TestTimeVotes.num_votes)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.votes is not None and not args.tta:
+        parser.error('--votes needs --tta')
+    if args.votes is not None and args.votes < 1:
+        parser.error(f'--votes must be >= 1, got {args.votes}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -60,11 +76,41 @@ def turn_on_visualization(cfg: Config, show_dir: str) -> None:
     cfg.visualizer['save_dir'] = show_dir
 
 
+def _type(entry) -> str:
+    return str(entry.get('type', '')).split('.')[-1] if isinstance(entry, (dict, ConfigDict)) else ''
+
+
+def turn_on_tta(cfg: Config, votes: int | None = None) -> None:
+    """mmseg's recipe: the test dataset runs ``tta_pipeline``, the model is ``tta_model`` around
+    the config's model; ``votes`` sets ``num_votes`` of the point-cloud ``TestTimeVotes``."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if cfg.get(k) is None]
+    if missing:
+        raise KeyError(f'--tta needs {" and ".join(missing)} in {cfg.filename} (see '
+                       'configs/_base_/datasets/*.py or configs/pct/_base_/*.py for examples)')
+    if votes is not None:
+        voters = [t for t in cfg.tta_pipeline if _type(t) == 'TestTimeVotes']
+        if not voters:
+            raise KeyError(f'--votes: the tta_pipeline of {cfg.filename} has no TestTimeVotes step '
+                           f'(its steps: {[_type(t) for t in cfg.tta_pipeline]}); --votes is for '
+                           'point-cloud configs')
+        for t in voters:
+            t['num_votes'] = votes
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
 def set_output_dir(cfg: Config, out: str) -> None:
+    """Make the test save its predictions in ``out`` (mmseg's ``IoUMetric.output_dir``; point
+    clouds: :class:`~projects.pointcloud.predictions.PointPredictionWriter`, registered in main)."""
     evaluator = cfg.get('test_evaluator')
-    for ev in (evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]):
-        if isinstance(ev, (dict, ConfigDict)) and str(ev.get('type', '')).split('.')[-1] == 'IoUMetric':
-            ev['output_dir'] = out
+    iou = [ev for ev in (evaluator if isinstance(evaluator, (list, tuple)) else [evaluator])
+           if _type(ev) == 'IoUMetric']
+    for ev in iou:
+        ev['output_dir'] = out
+    if not iou and cfg.get('default_scope') != 'pointcloud':
+        print(f'--out: {cfg.filename} has neither an IoUMetric nor point-cloud models; only the '
+              f'metrics go to {out}')
 
 
 def build_cfg(args) -> Config:
@@ -75,6 +121,8 @@ def build_cfg(args) -> Config:
     cfg.resume = False
     if args.show_dir:
         turn_on_visualization(cfg, args.show_dir)
+    if args.tta:
+        turn_on_tta(cfg, args.votes)
     if args.out:
         set_output_dir(cfg, args.out)
     return cfg
@@ -96,6 +144,9 @@ def main(argv=None):
 
     from mmengine.dist import is_main_process
     runner = build_runner(cfg)
+    if args.out and cfg.get('default_scope') == 'pointcloud':
+        from projects.pointcloud.predictions import PointPredictionWriter
+        runner.register_hook(PointPredictionWriter(args.out))
     metrics = runner.test()
     if is_main_process():
         text = json.dumps(_jsonable(metrics), indent=2)
@@ -106,7 +157,7 @@ def main(argv=None):
         for p in paths:
             with open(p, 'w') as f:
                 f.write(text + '\n')
-        print(f'metrics written to {", ".join(paths)}')
+        print(f'metrics written to {", ".join(paths)}' + (f'; predictions in {args.out}' if args.out else ''))
     return metrics
 
 

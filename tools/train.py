@@ -4,9 +4,15 @@
                           [--cfg-options key=value ...] [--launcher none|pytorch|slurm]
 
 The registry scope comes from the config's ``default_scope`` and its ``custom_imports``;
-nothing here is specific to one task. ``--resume`` without a path resumes from the latest
-checkpoint in the work dir (``last_checkpoint``); with a path, from that file. Checkpoints load
-with ``torch.load(weights_only=True)`` and an allowlist (see ``projects.compat.checkpoint``).
+nothing here is specific to one task. ``--resume`` without a path resumes from the newest
+complete checkpoint in the work dir (the one ``last_checkpoint`` names; if that file is truncated,
+the previous one, with a warning naming both); with a path, from that file. A resumed run ends
+with the same weights as an uninterrupted one (``ExactResumeHook``, ``projects/hooks.py``).
+Checkpoints are written atomically and load with ``torch.load(weights_only=True)`` and an
+allowlist (``projects/compat/checkpoint.py``).
+
+A NaN/Inf loss (``NonFiniteLossHook``), a bad data file (``BadSampleError``) or an incomplete
+checkpoint ends the run with exit status 1 and one error line naming what went wrong.
 
 Distributed: ``torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch``; without
 CUDA the processes use the gloo backend.
@@ -76,11 +82,26 @@ def build_cfg(args) -> Config:
     return cfg
 
 
+def _one_line(err: Exception) -> str:
+    """The error's own message (a DataLoader worker wraps it in the worker's traceback)."""
+    text = str(err).strip()
+    if 'Original Traceback' in text:
+        text = text.splitlines()[-1].split(': ', 1)[-1]
+    return f'{type(err).__name__}: {text}'
+
+
 def main(argv=None):
+    from projects.bad_data import BadSampleError
+    from projects.compat.checkpoint import IncompleteCheckpointError
+    from projects.hooks import NonFiniteLossError
+
     args = parse_args(argv)
     cfg = build_cfg(args)
-    runner = build_runner(cfg)
-    runner.train()
+    try:
+        build_runner(cfg).train()
+    except (NonFiniteLossError, BadSampleError, IncompleteCheckpointError) as err:
+        print(f'ERROR {_one_line(err)}', file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -10,3 +10,9 @@ from .channel import (ECAAttention, ParNetAttention, PyramidSplitAttention, S2At
 from .window import CrossFormerAttention, HaloAttention, MOAGlobalAttention, WindowAttention  # noqa: F401
 from .axial import AxialAttention, RelativeAttention2d  # noqa: F401
 from .deformable import DeformableAttention  # noqa: F401
+from .nonlocal_ import ACmix, ChannelAttention, CoTAttention, DoubleAttention, DualAttention, PositionAttention  # noqa: F401
+from .pooling import ResidualAttention  # noqa: F401
+from .spatial import BAM, CBAM, CoordAttention, PolarizedSelfAttention, SimAM, TripletAttention  # noqa: F401
+from .efficient import (AFTConv, AFTFull, AFTLocal, AFTSimple, EMSA, MobileViTv2Attention, MUSEAttention,  # noqa: F401
+                        SimplifiedSelfAttention, UFOAttention)
+from .mixer import GlobalFilter, MobileViTAttention, WeightedPermuteMLP  # noqa: F401

@@ -26,37 +26,19 @@ from torch import Tensor, nn
 from ..layouts import MAP
 from ..registry import ATTENTION
 from .base import AttentionOp
-from .layers import build_norm, float32_math, upcast
+from .layers import build_norm, check_positive, float32_math, float32_mean, float32_softmax, upcast
 
 
 # ----------------------------------------------------------------------------- shared steps
-def _mean_hw(x: Tensor) -> Tensor:
-    """Global average over the last two axes, summed in float32 under autocast: (..., H, W) -> (..., 1, 1)."""
-    with float32_math(x):
-        return upcast(x).mean(dim=(-2, -1), keepdim=True).to(x.dtype)
-
-
-def _softmax(logits: Tensor, dim: int) -> Tensor:
-    """Softmax over ``dim`` with float32 statistics under autocast, returned in ``logits.dtype``."""
-    with float32_math(logits):
-        return upcast(logits).softmax(dim=dim).to(logits.dtype)
-
-
 def _hidden(channels: int, reduction: int) -> int:
     return max(1, channels // reduction)
-
-
-def _positive(op: str, **values) -> None:
-    for name, v in values.items():
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f'{op}: {name} must be a positive integer, got {v!r}')
 
 
 def _groups(op: str, requested: Optional[int], paper: int, channels: int, what: str) -> int:
     """``requested`` when it divides ``channels``; ``None`` -> gcd(paper, channels)."""
     if requested is None:
         return math.gcd(paper, channels)
-    _positive(op, groups=requested)
+    check_positive(op, groups=requested)
     if channels % requested:
         raise ValueError(f'{op}: groups={requested} must divide {what}={channels} '
                          f'(leave groups=None for the paper\'s {paper} reduced to fit)')
@@ -101,14 +83,14 @@ class SEAttention(AttentionOp):
 
     def __init__(self, dim: int, reduction: int = 16):
         super().__init__()
-        _positive('SEAttention', dim=dim, reduction=reduction)
+        check_positive('SEAttention', dim=dim, reduction=reduction)
         self.dim, self.reduction = dim, reduction
         self.fc1 = nn.Linear(dim, _hidden(dim, reduction), bias=False)
         self.fc2 = nn.Linear(_hidden(dim, reduction), dim, bias=False)
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
-        z = _mean_hw(x).flatten(1)                                               # (B, C)
+        z = float32_mean(x, (-2, -1)).flatten(1)  # (B, C)
         g = torch.sigmoid(self.fc2(F.relu(self.fc1(z))))[:, :, None, None]
         out = x * g
         return (out, g) if return_attn else out
@@ -159,7 +141,7 @@ class SKAttention(AttentionOp):
                  groups: Optional[int] = None, L: int = 32, *, dilate: bool = True,
                  norm_cfg: Optional[dict] = None):
         super().__init__()
-        _positive('SKAttention', dim=dim, reduction=reduction, L=L)
+        check_positive('SKAttention', dim=dim, reduction=reduction, L=L)
         self.kernels = _odd_kernels('SKAttention', kernels)
         self.dim, self.reduction, self.L, self.dilate = dim, reduction, L, dilate
         self.groups = _groups('SKAttention', groups, 32, dim, 'dim')
@@ -180,8 +162,8 @@ class SKAttention(AttentionOp):
         self.check_input(x, mask, return_attn)
         b, c = x.shape[:2]
         feats = torch.stack([branch(x) for branch in self.branches], dim=1)      # (B, M, C, H, W)
-        z = F.relu(self.fc_norm(self.fc(_mean_hw(feats.sum(dim=1)))))           # (B, d, 1, 1)
-        weights = _softmax(self.select(z).view(b, len(self.kernels), c, 1, 1), dim=1)
+        z = F.relu(self.fc_norm(self.fc(float32_mean(feats.sum(dim=1), (-2, -1)))))  # (B, d, 1, 1)
+        weights = float32_softmax(self.select(z).view(b, len(self.kernels), c, 1, 1), dim=1)
         return (feats * weights).sum(dim=1)
 
 
@@ -227,7 +209,7 @@ class ECAAttention(AttentionOp):
 
     def __init__(self, dim: int, kernel_size: Optional[int] = None, gamma: int = 2, b: int = 1):
         super().__init__()
-        _positive('ECAAttention', dim=dim, gamma=gamma)
+        check_positive('ECAAttention', dim=dim, gamma=gamma)
         k = eca_kernel_size(dim, gamma, b) if kernel_size is None else kernel_size
         if not isinstance(k, int) or k < 1 or k % 2 == 0:
             raise ValueError(f'ECAAttention: kernel_size must be an odd positive integer or None '
@@ -238,7 +220,7 @@ class ECAAttention(AttentionOp):
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
         b, c = x.shape[:2]
-        g = torch.sigmoid(self.conv(_mean_hw(x).view(b, 1, c))).view(b, c, 1, 1)
+        g = torch.sigmoid(self.conv(float32_mean(x, (-2, -1)).view(b, 1, c))).view(b, c, 1, 1)
         out = x * g
         return (out, g) if return_attn else out
 
@@ -283,7 +265,7 @@ class SpatialGroupEnhance(AttentionOp):
 
     def __init__(self, dim: int, groups: Optional[int] = None, *, eps: float = 1e-5):
         super().__init__()
-        _positive('SpatialGroupEnhance', dim=dim)
+        check_positive('SpatialGroupEnhance', dim=dim)
         self.dim, self.eps = dim, eps
         self.groups = _groups('SpatialGroupEnhance', groups, 64, dim, 'dim')
         self.weight = nn.Parameter(torch.zeros(1, self.groups, 1, 1))
@@ -347,7 +329,7 @@ class ShuffleAttention(AttentionOp):
 
     def __init__(self, dim: int, groups: Optional[int] = None):
         super().__init__()
-        _positive('ShuffleAttention', dim=dim)
+        check_positive('ShuffleAttention', dim=dim)
         if dim % 2:
             raise ValueError(f'ShuffleAttention: dim must be even (each group splits in two halves), got {dim}')
         self.dim = dim
@@ -363,7 +345,7 @@ class ShuffleAttention(AttentionOp):
         self.check_input(x, mask, return_attn)
         b, c, h, w = x.shape
         x0, x1 = x.reshape(b * self.groups, c // self.groups, h, w).chunk(2, dim=1)
-        x0 = x0 * torch.sigmoid(self.cweight * _mean_hw(x0) + self.cbias)
+        x0 = x0 * torch.sigmoid(self.cweight * float32_mean(x0, (-2, -1)) + self.cbias)
         x1 = x1 * torch.sigmoid(self.sweight * self.gn(x1) + self.sbias)
         out = torch.cat([x0, x1], dim=1).reshape(b, 2, c // 2, h, w)
         return out.transpose(1, 2).reshape(b, c, h, w)                        # channel shuffle, 2 groups
@@ -423,7 +405,7 @@ class PyramidSplitAttention(AttentionOp):
                  groups: Optional[Sequence[int]] = None, reduction: int = 16):
         super().__init__()
         name = 'PyramidSplitAttention'
-        _positive(name, dim=dim, reduction=reduction)
+        check_positive(name, dim=dim, reduction=reduction)
         self.kernels = _odd_kernels(name, kernels)
         s = len(self.kernels)
         if dim % s:
@@ -457,9 +439,9 @@ class PyramidSplitAttention(AttentionOp):
         b, c, h, w = x.shape
         s = len(self.kernels)
         feats = torch.stack([conv(x) for conv in self.convs], dim=1)              # (B, S, C/S, H, W)
-        pooled = _mean_hw(feats).view(b * s, self.split, 1, 1)
+        pooled = float32_mean(feats, (-2, -1)).view(b * s, self.split, 1, 1)
         scores = torch.sigmoid(self.fc2(F.relu(self.fc1(pooled)))).view(b, s, self.split, 1, 1)
-        return (feats * _softmax(scores, dim=1)).reshape(b, c, h, w)
+        return (feats * float32_softmax(scores, dim=1)).reshape(b, c, h, w)
 
 
 # ----------------------------------------------------------------------------- ParNet
@@ -498,7 +480,7 @@ class ParNetAttention(AttentionOp):
 
     def __init__(self, dim: int, *, norm_cfg: Optional[dict] = None):
         super().__init__()
-        _positive('ParNetAttention', dim=dim)
+        check_positive('ParNetAttention', dim=dim)
         self.dim = dim
         self.conv1x1 = nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False), build_norm(norm_cfg, dim, MAP))
         self.conv3x3 = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), build_norm(norm_cfg, dim, MAP))
@@ -508,7 +490,7 @@ class ParNetAttention(AttentionOp):
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
         skip = self.skip_norm(x)
-        skip = skip * torch.sigmoid(self.sse(_mean_hw(skip)))
+        skip = skip * torch.sigmoid(self.sse(float32_mean(skip, (-2, -1))))
         return F.silu(self.conv1x1(x) + self.conv3x3(x) + skip)
 
 
@@ -577,7 +559,7 @@ class S2Attention(AttentionOp):
 
     def __init__(self, dim: int):
         super().__init__()
-        _positive('S2Attention', dim=dim)
+        check_positive('S2Attention', dim=dim)
         self.dim = dim
         self.mlp1 = nn.Linear(dim, 3 * dim)
         self.attn_mlp1 = nn.Linear(dim, dim, bias=False)
@@ -593,5 +575,5 @@ class S2Attention(AttentionOp):
         with float32_math(branches):
             a = upcast(branches).sum(dim=(1, 2, 3)).to(branches.dtype)          # (B, C)
         logits = self.attn_mlp2(F.gelu(self.attn_mlp1(a))).view(b, 3, 1, 1, c)
-        out = (branches * _softmax(logits, dim=1)).sum(dim=1)
+        out = (branches * float32_softmax(logits, dim=1)).sum(dim=1)
         return self.mlp2(out).permute(0, 3, 1, 2)

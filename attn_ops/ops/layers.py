@@ -1,4 +1,5 @@
-"""Small layers the ops share: a learnable scale, a norm builder, float32 reductions under autocast.
+"""Small layers the ops share: a learnable scale, a norm builder, float32 reductions under autocast,
+and the check of positive integer arguments.
 
 Everything here needs torch alone (``import attn_ops`` must not pull mmcv); the norm configs use
 mmcv's spelling (``dict(type='SyncBN', requires_grad=True)``) so an mmseg config's ``norm_cfg`` can
@@ -82,3 +83,23 @@ def float32_math(x: Tensor):
 def upcast(t: Tensor) -> Tensor:
     """float16 / bfloat16 -> float32; float32 and float64 unchanged."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def float32_mean(x: Tensor, dim, keepdim: bool = True) -> Tensor:
+    """Mean of ``x`` over ``dim`` (an axis or a tuple of axes), summed in float32 under autocast,
+    returned in ``x.dtype``."""
+    with float32_math(x):
+        return upcast(x).mean(dim=dim, keepdim=keepdim).to(x.dtype)
+
+
+def float32_softmax(logits: Tensor, dim: int) -> Tensor:
+    """Softmax over ``dim`` with float32 statistics under autocast, returned in ``logits.dtype``."""
+    with float32_math(logits):
+        return upcast(logits).softmax(dim=dim).to(logits.dtype)
+
+
+def check_positive(op: str, **values) -> None:
+    """Raise ``ValueError`` naming ``op`` unless every value is a positive integer."""
+    for name, v in values.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f'{op}: {name} must be a positive integer, got {v!r}')

@@ -12,6 +12,12 @@ train_pipeline = [
     dict(type='PackPointCloud', label_key='seg'),
 ]
 test_pipeline = [dict(type='PackPointCloud', label_key='seg')]
+# test-time votes (tools/test.py --tta [--votes V]): the test view plus 9 anisotropic rescales
+# U(0.8, 1.25) per axis, class probabilities averaged (the RS-CNN / DGCNN-family voting)
+tta_pipeline = test_pipeline[:-1] + [
+    dict(type='TestTimeVotes', num_votes=10,
+         augment=[dict(type='RandomScaleShift', scale=(0.8, 1.25), shift=0.0)],
+         pack=test_pipeline[-1])]
 dataset = dict(type='SyntheticPrimitives', num_points=num_points, task='part', seed=0)
 train_dataloader = dict(
     batch_size=16, num_workers=0, drop_last=True,

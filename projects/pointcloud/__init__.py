@@ -1,4 +1,5 @@
-"""Point clouds: PCT networks, datasets, transforms, metrics and point ops (scope ``pointcloud``).
+"""Point clouds: PCT networks, datasets, transforms and metrics (scope ``pointcloud``); the point
+ops they use live in :mod:`attn_ops.point_ops`.
 
 Importing this package (configs do it through ``custom_imports``) registers every component in
 the point-cloud registries of :mod:`projects.pointcloud.registry`. The runtime patches (the
@@ -7,7 +8,6 @@ every tool calls through :func:`projects.runtime.load_config`.
 """
 import sys
 
-from . import point_ops  # noqa: E402,F401
 from . import registry  # noqa: E402
 from .registry import DATASETS, METRICS, MODELS, TRANSFORMS  # noqa: E402,F401
 
@@ -20,3 +20,4 @@ from . import models  # noqa: E402,F401
 from . import transforms  # noqa: E402,F401
 from . import metrics  # noqa: E402,F401
 from . import datasets  # noqa: E402,F401
+from . import tta  # noqa: E402,F401

@@ -3,6 +3,10 @@
 Confusion matrices have ground truth on rows and predictions on columns:
 :math:`\\mathrm{IoU}_c = M_{cc} / (\\sum_j M_{cj} + \\sum_i M_{ic} - M_{cc})`,
 :math:`\\mathrm{Acc}_c = M_{cc} / \\sum_j M_{cj}`, :math:`\\mathrm{OA} = \\mathrm{tr} M / \\sum M`.
+
+The helpers return fractions; the metrics report **percent** (0-100), as mmseg's ``IoUMetric`` and
+mmpretrain's ``Accuracy`` do, so one plot or table holds both domains. Each metric prints its
+per-class (per-category) table as mmseg prints its own: ``per class results:`` and a PrettyTable.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
+from prettytable import PrettyTable
 
 from .registry import METRICS
 
@@ -63,9 +68,26 @@ def shape_part_iou(pred, gt, parts: Sequence[int]) -> float:
     return float(iou_from_confusion(cm, absent=1.0)[parts].mean())
 
 
+def print_table(title: str, columns: dict) -> None:
+    """Log ``title`` and a PrettyTable of ``columns`` (name -> values; floats as ``%.2f``)."""
+    table = PrettyTable()
+    for name, values in columns.items():
+        table.add_column(name, [f'{v:.2f}' if isinstance(v, (float, np.floating)) else v for v in values])
+    logger = MMLogger.get_current_instance()
+    print_log(title, logger=logger)
+    print_log('\n' + table.get_string(), logger=logger)
+
+
+def _names(given: Optional[Sequence[str]], meta: Optional[dict], key: str, count: int) -> list[str]:
+    """Class names: the metric's own, else the dataset's ``metainfo[key]``, else the indices."""
+    names = list(given) if given else list((meta or {}).get(key) or [])
+    return names[:count] + [str(i) for i in range(len(names), count)]
+
+
 @METRICS.register_module()
 class ClassificationAccuracy(BaseMetric):
-    """Overall accuracy (``OA``) and mean class accuracy (``mAcc``) over clouds.
+    """Overall accuracy (``OA``) and mean class accuracy (``mAcc``) over clouds, in percent;
+    prints the per-class accuracy table.
 
     Consumes predict outputs with ``pred_label`` and ``gt_label``.
     """
@@ -84,18 +106,22 @@ class ClassificationAccuracy(BaseMetric):
     def compute_metrics(self, results: list) -> dict:
         pred, gt = np.array([r[0] for r in results]), np.array([r[1] for r in results])
         k = self.num_classes or int(max(pred.max(), gt.max())) + 1
-        oa, acc = accuracy_from_confusion(confusion_matrix(pred, gt, k))
-        return dict(OA=oa, mAcc=float(np.nanmean(acc)))
+        cm = confusion_matrix(pred, gt, k)
+        oa, acc = accuracy_from_confusion(cm)
+        print_table('per class results:', {'Class': _names(None, self.dataset_meta, 'classes', k),
+                                           'Acc': list(acc * 100), 'Clouds': list(cm.sum(1))})
+        return dict(OA=100 * oa, mAcc=100 * float(np.nanmean(acc)))
 
 
 @METRICS.register_module()
 class PartSegMIoU(BaseMetric):
     """ShapeNetPart instance mIoU (``ins_mIoU``, mean over shapes) and class mIoU (``cls_mIoU``,
-    mean over categories of their shapes' mean), per-shape IoU by :func:`shape_part_iou`.
+    mean over categories of their shapes' mean), in percent, per-shape IoU by
+    :func:`shape_part_iou`; prints the per-category table.
 
     Args:
         category_parts: for each category id, its part ids (or a dataset name, ``'ShapeNetPart'``).
-        category_names: names for the per-category table.
+        category_names: names for the per-category table (default: the dataset's ``classes``).
     """
 
     default_prefix = None
@@ -105,8 +131,7 @@ class PartSegMIoU(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         from .datasets import resolve_category_parts
         self.category_parts = [list(p) for p in resolve_category_parts(category_parts)]
-        self.category_names = list(category_names) if category_names else [
-            str(i) for i in range(len(self.category_parts))]
+        self.category_names = list(category_names) if category_names else None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
@@ -118,16 +143,18 @@ class PartSegMIoU(BaseMetric):
         for cat, iou in results:
             per_cat.setdefault(cat, []).append(iou)
         cat_miou = {c: float(np.mean(v)) for c, v in sorted(per_cat.items())}
-        table = '\n'.join(f'{self.category_names[c]:>12s}  {v * 100:6.2f}  ({len(per_cat[c])} shapes)'
-                          for c, v in cat_miou.items())
-        print_log('per-category part mIoU:\n' + table, logger=MMLogger.get_current_instance())
-        return dict(ins_mIoU=float(np.mean([r[1] for r in results])),
-                    cls_mIoU=float(np.mean(list(cat_miou.values()))))
+        names = _names(self.category_names, self.dataset_meta, 'classes', len(self.category_parts))
+        print_table('per category results:', {'Category': [names[c] for c in cat_miou],
+                                              'mIoU': [100 * v for v in cat_miou.values()],
+                                              'Shapes': [len(per_cat[c]) for c in cat_miou]})
+        return dict(ins_mIoU=100 * float(np.mean([r[1] for r in results])),
+                    cls_mIoU=100 * float(np.mean(list(cat_miou.values()))))
 
 
 @METRICS.register_module()
 class SemSegMetric(BaseMetric):
-    """Semantic segmentation over all points: ``mIoU``, ``OA``, ``mAcc``; prints a per-class table.
+    """Semantic segmentation over all points: ``mIoU``, ``OA``, ``mAcc`` in percent; prints the
+    per-class IoU / Acc table.
 
     Classes absent from both labels and predictions are left out of the means.
     """
@@ -139,7 +166,7 @@ class SemSegMetric(BaseMetric):
                  prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = list(class_names) if class_names else None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for s in data_samples:
@@ -149,8 +176,7 @@ class SemSegMetric(BaseMetric):
         cm = np.sum(results, axis=0)
         iou = iou_from_confusion(cm)
         oa, acc = accuracy_from_confusion(cm)
-        lines = [f'{"class":>12s}  {"IoU":>6s}  {"Acc":>6s}']
-        for name, i, a in zip(self.class_names, iou, acc):
-            lines.append(f'{name:>12s}  {i * 100:6.2f}  {a * 100:6.2f}')
-        print_log('per-class results:\n' + '\n'.join(lines), logger=MMLogger.get_current_instance())
-        return dict(mIoU=float(np.nanmean(iou)), OA=oa, mAcc=float(np.nanmean(acc)))
+        print_table('per class results:', {
+            'Class': _names(self.class_names, self.dataset_meta, 'classes', self.num_classes),
+            'IoU': list(iou * 100), 'Acc': list(acc * 100)})
+        return dict(mIoU=100 * float(np.nanmean(iou)), OA=100 * oa, mAcc=100 * float(np.nanmean(acc)))

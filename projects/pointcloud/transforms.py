@@ -195,8 +195,13 @@ def pointcloud_collate(data_batch: Sequence[Data]) -> dict:
     """Collate ``Data`` samples into one PyG ``Batch`` (``batch`` vector, concatenated points).
 
     Use as ``collate_fn=dict(type='pointcloud_collate')`` in a Runner dataloader config.
-    Returns ``dict(inputs=Batch, data_samples=None)``, the form mmengine models take.
+    Returns ``dict(inputs=Batch, data_samples=None)``, the form mmengine models take. Samples
+    that are lists of test-time views (:class:`~projects.pointcloud.tta.TestTimeVotes`) give
+    ``dict(inputs=[Batch of view 0, Batch of view 1, ...], data_samples=None)``.
     """
+    if data_batch and all(isinstance(d, (list, tuple)) for d in data_batch):
+        views = [pointcloud_collate(list(v))['inputs'] for v in zip(*data_batch)]
+        return dict(inputs=views, data_samples=None)
     if not data_batch or not all(isinstance(d, Data) for d in data_batch):
         kinds = sorted({type(d).__name__ for d in data_batch})
         raise TypeError(f'pointcloud_collate expects torch_geometric Data samples (end the pipeline '

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import colorsys
 import math
+from contextlib import contextmanager
 import os
 import os.path as osp
+from typing import Callable, Iterable, Optional
 
 import cv2
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+
+from projects.bad_data import SkipBad, bad_sample
 
 CLASSES = ('background', 'circle', 'square', 'triangle')
 PALETTE = [[0, 0, 0], [220, 20, 60], [0, 160, 60], [30, 80, 230]]
@@ -30,13 +34,109 @@ HUE_JITTER = 0.09
 
 @DATASETS.register_module()
 class DemoShapesDataset(BaseSegDataset):
-    """The synthetic shapes dataset (see :func:`generate`), ADE20K-like layout, PNG images."""
+    """The synthetic shapes dataset (see :func:`generate`), ADE20K-like layout, PNG images.
+
+    Bad data are named when a sample is loaded (``BadSampleError``: the file, and its line in
+    ``ann_file`` when there is one): an image or label PNG that is missing or cannot be
+    decoded, a label that is not single-channel or not the image's size, label values outside
+    the classes that are not ``ignore_index``. ``skip_bad=True`` logs each bad sample with the
+    count so far and serves the next good one.
+    """
 
     METAINFO = dict(classes=CLASSES, palette=PALETTE)
 
-    def __init__(self, img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False, **kwargs):
+    def __init__(self, img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,
+                 skip_bad: bool = False, **kwargs):
+        self.skip_bad = SkipBad(type(self).__name__, skip_bad)
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
+
+    def prepare_data(self, idx: int):
+        return self.skip_bad.load(idx, len(self), self._checked_sample)
+
+    def _checked_sample(self, idx: int):
+        info = self.get_data_info(idx)
+        try:
+            with _opencv_errors_only():
+                data = self.pipeline(info)
+        except Exception:
+            bad = self._file_problem(info)
+            if bad is None:  # the files are fine: not a data problem, keep the original error
+                raise
+            raise bad from None
+        if data is not None and 'data_samples' in data and 'gt_sem_seg' in data['data_samples']:
+            self._check_label(info, data['data_samples'].gt_sem_seg.data, data['inputs'].shape[-2:])
+        return data
+
+    def _where(self, path: str) -> dict:
+        """The 1-based line of ``ann_file`` naming this sample, when there is an ann_file."""
+        if not self.ann_file or not osp.isfile(self.ann_file):
+            return {}
+        stem = osp.splitext(osp.basename(path))[0]
+        with open(self.ann_file) as f:
+            for number, line in enumerate(f, 1):
+                if line.strip() and osp.basename(line.strip()) in (stem, osp.basename(path)):
+                    return dict(line=number)
+        return {}
+
+    def _file_problem(self, info: dict):
+        name = type(self).__name__
+        for key, what, flag in (('img_path', 'image', cv2.IMREAD_COLOR),
+                                ('seg_map_path', 'label PNG', cv2.IMREAD_UNCHANGED)):
+            path = info.get(key)
+            if path is None:
+                continue
+            problem = image_problem(path, flag)
+            if problem:
+                where = self._where(path)
+                if where and problem == 'does not exist':
+                    return bad_sample(name, self.ann_file, f'names {what} {path}, which does not exist',
+                                      **where)
+                return bad_sample(name, path, f'{what} {problem}')
+        return None
+
+    def _check_label(self, info: dict, label, image_hw) -> None:
+        name, path = type(self).__name__, info.get('seg_map_path')
+        if label.dim() != 3 or label.shape[0] != 1:
+            raise bad_sample(name, path, f'label has shape {tuple(label.shape)} after the pipeline; '
+                             'expected a single-channel PNG of class indices')
+        if tuple(label.shape[-2:]) != tuple(image_hw):
+            raise bad_sample(name, path, f'label is {tuple(label.shape[-2:])} (H, W) but its image '
+                             f'{info.get("img_path")} is {tuple(image_hw)}')
+        num_classes = len(self.metainfo['classes'])
+        values = label.unique()
+        bad = values[(values >= num_classes) & (values != self.ignore_index)]
+        if len(bad):
+            count = int(((label >= num_classes) & (label != self.ignore_index)).sum())
+            raise bad_sample(name, path, f'{count} label pixel(s) with values {bad.tolist()[:8]} '
+                             f'outside the classes 0..{num_classes - 1} (ignore index '
+                             f'{self.ignore_index})')
+
+
+@contextmanager
+def _opencv_errors_only():
+    """Silence OpenCV's warnings (e.g. "PNG input buffer is incomplete") for a moment: a bad file
+    is reported once, by us, with its name."""
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(2)  # errors only
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
+
+
+def image_problem(path: str, flag: int = cv2.IMREAD_UNCHANGED):
+    """``None`` when ``path`` decodes as an image, else what is wrong."""
+    if not osp.isfile(path):
+        return 'does not exist'
+    raw = np.fromfile(path, np.uint8)
+    if raw.size == 0:
+        return 'is empty (0 bytes)'
+    with _opencv_errors_only():
+        img = cv2.imdecode(raw, flag)
+    if img is None:
+        return f'cannot be decoded ({raw.size} bytes: truncated, corrupt or not an image)'
+    return None
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -85,18 +185,22 @@ def make_sample(rng: np.random.Generator, size: int = 64):
     return np.clip(img, 0, 255).astype(np.uint8), label
 
 
-def generate(out: str, num_train: int = 200, num_val: int = 50, size: int = 64, seed: int = 0) -> str:
-    """Write the dataset under ``out`` (ADE20K layout); same seed, same files. Returns ``out``."""
+def generate(out: str, num_train: int = 200, num_val: int = 50, size: int = 64, seed: int = 0,
+             progress: Optional[Callable[[Iterable], Iterable]] = None) -> str:
+    """Write the dataset under ``out`` (ADE20K layout); same seed, same files. Returns ``out``.
+
+    ``progress`` wraps the iterable of images to write (e.g. :func:`projects.progress.track`).
+    """
     if size < 16:
         raise ValueError(f'generate: size must be >= 16 pixels, got {size}')
-    for split, count, offset in (('training', num_train, 0), ('validation', num_val, 1)):
-        rng = np.random.default_rng([seed, offset])
-        img_dir = osp.join(out, 'images', split)
-        ann_dir = osp.join(out, 'annotations', split)
-        os.makedirs(img_dir, exist_ok=True)
-        os.makedirs(ann_dir, exist_ok=True)
-        for i in range(count):
-            img, label = make_sample(rng, size)
-            cv2.imwrite(osp.join(img_dir, f'{i:05d}.png'), img[..., ::-1])
-            cv2.imwrite(osp.join(ann_dir, f'{i:05d}.png'), label)
+    rngs = {}
+    for split, offset in (('training', 0), ('validation', 1)):
+        rngs[split] = np.random.default_rng([seed, offset])
+        os.makedirs(osp.join(out, 'images', split), exist_ok=True)
+        os.makedirs(osp.join(out, 'annotations', split), exist_ok=True)
+    jobs = [('training', i) for i in range(num_train)] + [('validation', i) for i in range(num_val)]
+    for split, i in (progress or iter)(jobs):
+        img, label = make_sample(rngs[split], size)
+        cv2.imwrite(osp.join(out, 'images', split, f'{i:05d}.png'), img[..., ::-1])
+        cv2.imwrite(osp.join(out, 'annotations', split, f'{i:05d}.png'), label)
     return out

@@ -1,6 +1,7 @@
 """Checkpoints load with weights_only=True plus mmengine's allowlist; crafted pickles are refused."""
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -117,3 +118,116 @@ def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         _load_checkpoint(str(tmp_path / 'nope.pth'))
     assert os.path.exists(tmp_path)
+
+
+# --- crash-safe writing and the resume fallback -------------------------------------------------
+
+def _truncate(path, keep=0.5):
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:int(len(data) * keep)])
+
+
+def test_checkpoint_problem_tells_complete_from_truncated_and_damaged(tmp_path):
+    good = str(tmp_path / 'good.pth')
+    torch.save({'w': torch.randn(64, 64)}, good)
+    assert ckpt.checkpoint_problem(good) is None
+    for keep in (0.0, 0.3, 0.99):
+        path = str(tmp_path / f'cut{keep}.pth')
+        torch.save({'w': torch.randn(64, 64)}, path)
+        _truncate(path, keep)
+        assert ckpt.checkpoint_problem(path) in ('is empty (0 bytes)',) or \
+            ckpt.checkpoint_problem(path).startswith('is truncated or corrupt')
+        with pytest.raises(ckpt.IncompleteCheckpointError, match=re.escape(path)):
+            _load_checkpoint(path, map_location='cpu')
+    damaged = str(tmp_path / 'damaged.pth')
+    torch.save({'w': torch.zeros(64, 64)}, damaged)
+    raw = bytearray(open(damaged, 'rb').read())
+    raw[raw.index(bytes(64)) + 10] = 1  # one byte of the tensor's storage
+    open(damaged, 'wb').write(bytes(raw))
+    assert torch.load(damaged, weights_only=True)['w'].abs().sum() > 0  # torch loads the garbage
+    assert 'fails its CRC check' in ckpt.checkpoint_problem(damaged)
+    with pytest.raises(ckpt.IncompleteCheckpointError, match='CRC'):
+        ckpt.load_checkpoint_file(damaged)
+
+
+def test_save_is_atomic_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    from mmengine.runner import checkpoint as mm_checkpoint
+    path = str(tmp_path / 'iter_1.pth')
+    mm_checkpoint.save_checkpoint({'w': torch.ones(3)}, path)  # mmengine's name, now atomic
+    assert ckpt.load_checkpoint_file(path)['w'].sum() == 3
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b'PK\x03\x04 partial')
+        raise KeyboardInterrupt  # stands for a kill during the write
+
+    monkeypatch.setattr(torch, 'save', dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        mm_checkpoint.save_checkpoint({'w': torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint_file(path)['w'].sum() == 3  # the old file, whole
+    assert os.listdir(tmp_path) == ['iter_1.pth']  # no temporary file left
+
+
+def test_latest_complete_checkpoint_skips_newer_incomplete_files(tmp_path):
+    for step in (2, 4, 6):
+        torch.save({'meta': {'iter': step}}, str(tmp_path / f'iter_{step}.pth'))
+    torch.save({}, str(tmp_path / 'best_mIoU_iter_6.pth'))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_6.pth'))
+    assert ckpt.latest_complete_checkpoint(str(tmp_path)) == (str(tmp_path / 'iter_6.pth'), [])
+    _truncate(tmp_path / 'iter_6.pth')
+    path, skipped = ckpt.latest_complete_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_4.pth')
+    assert [p for p, _ in skipped] == [str(tmp_path / 'iter_6.pth')]
+    (tmp_path / 'last_checkpoint').write_text('')  # a pointer cut short: the files still decide
+    assert ckpt.latest_complete_checkpoint(str(tmp_path))[0] == str(tmp_path / 'iter_4.pth')
+    for step in (2, 4):
+        _truncate(tmp_path / f'iter_{step}.pth')
+    assert ckpt.latest_complete_checkpoint(str(tmp_path))[0] is None
+
+
+def test_resolve_resume_warns_with_both_names_and_refuses_an_incomplete_explicit_file(tmp_path, mmengine_log):
+    from mmengine.config import Config
+
+    from projects.runtime import resolve_resume
+    for step in (2, 4):
+        torch.save({}, str(tmp_path / f'iter_{step}.pth'))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    _truncate(tmp_path / 'iter_4.pth')
+    cfg = Config(dict(resume=True, load_from=None, work_dir=str(tmp_path)))
+    assert resolve_resume(cfg) == str(tmp_path / 'iter_2.pth') == cfg.load_from
+    assert re.search(rf'skipping {re.escape(str(tmp_path / "iter_4.pth"))}: it is truncated.*'
+                     rf'resuming from {re.escape(str(tmp_path / "iter_2.pth"))}', '\n'.join(mmengine_log))
+    cfg = Config(dict(resume=True, load_from=str(tmp_path / 'iter_4.pth'), work_dir=str(tmp_path)))
+    with pytest.raises(ckpt.IncompleteCheckpointError, match=r'iter_4\.pth: the checkpoint is truncated.*'
+                       r'the newest complete one beside it is .*iter_2\.pth'):
+        resolve_resume(cfg)
+    assert resolve_resume(Config(dict(resume=False, load_from=None, work_dir=str(tmp_path)))) is None
+
+
+def test_checkpoint_hook_writes_before_it_prunes(tmp_path):
+    """max_keep_ckpts=1: mmengine deletes the old file before writing the new one (a kill between
+    leaves no checkpoint); ours writes first, so the old one is there while the new one is written."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from mmengine.fileio import get_file_backend
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub
+
+    seen = []
+
+    def save_checkpoint(out_dir, filename, *args, **kwargs):
+        seen.append(sorted(os.listdir(out_dir)))  # what is on disk while the new file is written
+        torch.save({}, os.path.join(out_dir, filename))
+
+    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub.get_instance('prune_test'),
+                             save_checkpoint=save_checkpoint)
+    hook = CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    # what CheckpointHook.before_train sets up
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    hook.filename_tmpl, hook.args, hook.keep_ckpt_ids = 'iter_{}.pth', {}, deque()
+    for step in (1, 2):
+        hook._save_checkpoint_with_step(runner, step, meta=dict(iter=step))
+    assert seen == [[], ['iter_1.pth', 'last_checkpoint']]
+    assert sorted(os.listdir(tmp_path)) == ['iter_2.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')

@@ -237,7 +237,7 @@ def catalogue_test(cases: Sequence[PeerCase]):
 def assert_learns(loss_fn: Callable[[], Tensor], model: nn.Module, op: nn.Module, steps: int = 6,
                   lr: float = 3e-3, name: str = '') -> list[float]:
     """``steps`` Adam steps on ``loss_fn()``: every loss finite, the last below the first, and the
-    weights of ``op`` (the op under test inside ``model``) moved. Returns the losses."""
+    weights of ``op`` (the op under test inside ``model``, if it has any) moved. Returns the losses."""
     before = [p.detach().clone() for p in op.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
@@ -249,7 +249,8 @@ def assert_learns(loss_fn: Callable[[], Tensor], model: nn.Module, op: nn.Module
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0], f'{name}: loss did not fall: {losses}'
-    assert any(not torch.equal(b, p) for b, p in zip(before, op.parameters())), f'{name}: op weights never moved'
+    moved = any(not torch.equal(b, p) for b, p in zip(before, op.parameters()))
+    assert moved or not before, f'{name}: op weights never moved'    # parameter-free ops (SimAM) have none
     return losses
 
 
@@ -283,6 +284,13 @@ def batch_norm_eval(x: Tensor, bn: nn.Module, channel_dim: int = 1) -> Tensor:
     return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
 
 
+def layer_norm(x: Tensor, ln: nn.LayerNorm) -> Tensor:
+    """LayerNorm over the last axis written out: biased variance, the layer's eps and affine."""
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + ln.eps) * ln.weight + ln.bias
+
+
 def zero_rows(y: Tensor, mask: Optional[Tensor]) -> Tensor:
     """(B, N, C) with the padded tokens set to zero."""
     return y if mask is None else torch.where(mask[:, :, None], y, torch.zeros_like(y))
@@ -290,5 +298,5 @@ def zero_rows(y: Tensor, mask: Optional[Tensor]) -> Tensor:
 
 __all__ = ['Case', 'PeerCase', 'as_output', 'assert_formula', 'assert_learns', 'batch_norm_eval', 'build', 'case_ids',
            'catalogue_diff', 'catalogue_test', 'conv1x1', 'formula_test', 'gradcheck_test', 'input_for',
-           'lengths_mask', 'linear', 'op_names', 'padded_pair', 'randomize_', 'small_cfg', 'softmax',
+           'layer_norm', 'lengths_mask', 'linear', 'op_names', 'padded_pair', 'randomize_', 'small_cfg', 'softmax',
            'zero_rows']

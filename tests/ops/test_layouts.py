@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from attn_ops import ATTENTION, as_layout, map_to_tokens, tokens_to_map
-from attn_ops.layouts import LayoutAdapter, example_input
+from attn_ops.layouts import LayoutAdapter
 
 
 def test_map_tokens_roundtrip_is_row_major():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from projects.bad_data import BadSampleError
 from projects.pointcloud.datasets import (ModelNet40Dataset, ModelNet40NormalDataset, S3DISDataset,
                                           ShapeNetPartDataset, SyntheticPrimitives)
 from projects.pointcloud.transforms import (FixedPoints, NormalizeUnitSphere, PackPointCloud,
@@ -55,7 +56,7 @@ def test_modelnet40_normal_resampled(tmp_path):
     assert d.x.shape == (10, 6) and int(d.y) == 0
     np.testing.assert_allclose(d.x.numpy(), pts, atol=1e-6)
     test = ModelNet40NormalDataset(str(root), 'test')
-    with pytest.raises(FileNotFoundError, match='airplane_0002.txt'):
+    with pytest.raises(BadSampleError, match=r'modelnet40_test.txt:1: names shape file .*airplane_0002.txt, which does not exist'):
         test[0]
 
 
@@ -100,7 +101,7 @@ def test_s3dis_annotations_to_converter_to_dataset(tmp_path):
             np.savetxt(ann / f'{name}.txt', np.concatenate([xyz, rgb], 1), fmt='%.4f')
     out = tmp_path / 's3dis'
     conv = _s3dis_converter()
-    paths = conv.convert(str(src), str(out), verbose=False)
+    paths = conv.convert(str(src), str(out), quiet=True)
     assert sorted(Path(p).name for p in paths) == ['Area_1_office_1.npy', 'Area_5_hallway_1.npy']
     room = np.load(out / 'Area_1_office_1.npy')
     assert room.shape == (900, 7)
@@ -129,11 +130,11 @@ def test_s3dis_annotations_to_converter_to_dataset(tmp_path):
     assert preds[0]['pred'].shape == (900,) and torch.equal(preds[0]['gt'], test[0].y)
     metric = SemSegMetric(num_classes=13)
     metric.process(None, preds)
-    assert 0.0 <= metric.compute_metrics(metric.results)['OA'] <= 1.0
+    assert 0.0 <= metric.compute_metrics(metric.results)['OA'] <= 100.0
 
     with pytest.raises(FileNotFoundError, match='missing Annotations folder'):
         (src / 'Area_2' / 'bad_room').mkdir(parents=True)
-        conv.convert(str(src), str(tmp_path / 'x'), verbose=False)
+        conv.convert(str(src), str(tmp_path / 'x'), quiet=True)
 
 
 def test_synthetic_is_seeded_and_split():
@@ -184,3 +185,182 @@ def test_collate_builds_a_pyg_batch_and_registers_in_functions():
     assert out['inputs'].y.tolist() == [0, 1, 2] and out['data_samples'] is None
     with pytest.raises(TypeError, match='end the pipeline with PackPointCloud'):
         pointcloud_collate([dict(pos=torch.zeros(3, 3))])
+
+
+# --- bad data: one clear error naming the file (and line or key) when the sample loads -----------
+
+def _modelnet_h5(root, files=((3, 0), (2, 1))):
+    h5py = pytest.importorskip('h5py')
+    root.mkdir(exist_ok=True)
+    rng = np.random.RandomState(0)
+    for i, (n, offset) in enumerate(files):
+        with h5py.File(root / f'ply_data_train{i}.h5', 'w') as f:
+            f['data'] = rng.rand(n, 64, 3).astype(np.float32)
+            f['label'] = (np.arange(n, dtype=np.uint8) + offset).reshape(n, 1)
+    (root / 'shape_names.txt').write_text('\n'.join(f'c{i}' for i in range(40)))
+    return h5py
+
+
+def test_modelnet40_hdf5_truncated_file_is_named_and_skip_bad_skips_it(tmp_path, mmengine_log):
+    root = tmp_path / 'modelnet40_ply_hdf5_2048'
+    _modelnet_h5(root)
+    bad = root / 'ply_data_train1.h5'
+    data = bad.read_bytes()
+    bad.write_bytes(data[:len(data) // 3])
+    with pytest.raises(BadSampleError, match=rf'ModelNet40Dataset: {bad}: not a readable HDF5 file \(truncated or '
+                       r'corrupt: .*\)') as info:
+        ModelNet40Dataset(str(root), 'train')
+    assert info.value.__suppress_context__  # h5py's own traceback is not chained
+    ds = ModelNet40Dataset(str(root), 'train', skip_bad=True)
+    assert len(ds) == 3  # the 3 shapes of the good file
+    assert [m for m in mmengine_log if 'skip_bad' in m] == [
+        f'skip_bad: skipping {info.value} (1 bad so far)']
+
+
+def test_modelnet40_hdf5_missing_key_and_bad_labels_are_named(tmp_path):
+    h5py = _modelnet_h5(tmp_path / 'm')
+    path = tmp_path / 'm' / 'ply_data_train0.h5'
+    with h5py.File(path, 'a') as f:
+        del f['label']
+    with pytest.raises(BadSampleError, match=rf"{path} has no \['label'\] dataset \(keys: \['data'\]\)"):
+        ModelNet40Dataset(str(tmp_path / 'm'), 'train')
+    with h5py.File(path, 'a') as f:
+        f['label'] = np.array([[1], [40], [45]], np.int64)
+    with pytest.raises(BadSampleError, match=rf'{path} \[label\]: 2 label\(s\) outside 0..39: \[40, 45\]'):
+        ModelNet40Dataset(str(tmp_path / 'm'), 'train')
+
+
+def test_modelnet40_hdf5_nan_coordinates_are_named_when_the_shape_loads(tmp_path):
+    h5py = _modelnet_h5(tmp_path / 'm')
+    path = tmp_path / 'm' / 'ply_data_train1.h5'
+    with h5py.File(path, 'a') as f:
+        data = f['data'][:]
+        data[1, 7, 2] = np.nan
+        f['data'][...] = data
+    ds = ModelNet40Dataset(str(tmp_path / 'm'), 'train', pipeline=[PACK])
+    ds[3]  # shape 0 of the second file is fine
+    with pytest.raises(BadSampleError, match=rf'{path} \[data\[1\]\]: 1 point\(s\) with NaN/Inf values, the first '
+                       r'is point 7: \[.*nan\]'):
+        ds[4]
+
+
+def _normal_resampled(root):
+    (root / 'airplane').mkdir(parents=True)
+    (root / 'modelnet40_shape_names.txt').write_text('airplane\nbathtub\n')
+    (root / 'modelnet40_train.txt').write_text('airplane_0001\nairplane_0002\n\nairplane_0003\n')
+    for i in (1, 2, 3):
+        np.savetxt(root / 'airplane' / f'airplane_000{i}.txt', np.random.RandomState(i).rand(10, 6),
+                   delimiter=',', fmt='%.6f')
+    return root
+
+
+def test_txt_cloud_with_a_malformed_line_is_named_with_its_line(tmp_path):
+    root = _normal_resampled(tmp_path / 'n')
+    path = root / 'airplane' / 'airplane_0002.txt'
+    lines = path.read_text().splitlines()
+    lines[4] = '0.1,0.2,0.3,0.4,abc,0.6'
+    path.write_text('\n'.join(lines) + '\n')
+    ds = ModelNet40NormalDataset(str(root), 'train')
+    ds[0]
+    with pytest.raises(BadSampleError, match=rf"ModelNet40NormalDataset: {path}:5: expected 6 ','-separated numbers "
+                       r"\(x,y,z,nx,ny,nz\), got '0.1,0.2,0.3,0.4,abc,0.6' \('abc' is not a number\)") as info:
+        ds[1]
+    assert info.value.__suppress_context__
+    lines[4] = '0.1,0.2,0.3,0.4,0.5'  # a missing column
+    path.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(BadSampleError, match=rf'{path}:5: .*\(5 values\)'):
+        ds[1]
+
+
+def test_split_file_naming_a_missing_sample_is_named_with_its_line(tmp_path):
+    root = _normal_resampled(tmp_path / 'n')
+    (root / 'airplane' / 'airplane_0003.txt').unlink()
+    ds = ModelNet40NormalDataset(str(root), 'train')
+    with pytest.raises(BadSampleError, match=rf'{root / "modelnet40_train.txt"}:4: names shape file '
+                       r'.*airplane_0003.txt, which does not exist'):
+        ds[2]
+
+
+def test_nan_and_empty_txt_clouds_are_named(tmp_path):
+    root = _normal_resampled(tmp_path / 'n')
+    path = root / 'airplane' / 'airplane_0001.txt'
+    lines = path.read_text().splitlines()
+    lines[2] = 'nan,0.2,0.3,0.4,0.5,0.6'
+    path.write_text('\n'.join(lines[:1] + [''] + lines[1:]) + '\n')  # a blank line shifts the line numbers
+    ds = ModelNet40NormalDataset(str(root), 'train')
+    with pytest.raises(BadSampleError, match=rf'{path}:4: 1 point\(s\) with NaN/Inf values, the first: \[nan, '):
+        ds[0]
+    path.write_text('')
+    with pytest.raises(BadSampleError, match=rf'{path}: empty cloud \(no points in the file\)'):
+        ds[0]
+
+
+def test_shapenet_part_bad_shapes_are_named_and_skip_bad_serves_the_next(tmp_path, mmengine_log):
+    root = tmp_path / 'shapenetcore_partanno_segmentation_benchmark_v0_normal'
+    (root / 'train_test_split').mkdir(parents=True)
+    (root / '02691156').mkdir()
+    (root / 'synsetoffset2category.txt').write_text('Airplane\t02691156\n')
+    tokens = ['a', 'b', 'c', 'd']
+    for t in tokens:
+        arr = np.concatenate([np.random.RandomState(3).rand(8, 6), np.full((8, 1), 2.0)], 1)
+        np.savetxt(root / '02691156' / f'{t}.txt', arr, fmt='%.6f')
+    split = root / 'train_test_split' / 'shuffled_train_file_list.json'
+    split.write_text(json.dumps([f'shape_data/02691156/{t}' for t in tokens + ['gone']]))
+    (root / '02691156' / 'b.txt').write_text('0 0 0 0 0 1 3\n0 0 0 0 0 1 77\n')
+    (root / '02691156' / 'c.txt').write_text('0 0 0 0 0 1 3\n0 0 inf 0 0 1 3\n')
+    ds = ShapeNetPartDataset(str(root), 'train', pipeline=[dict(type='PackPointCloud', label_key='seg')])
+    assert ds[0].y.tolist() == [2] * 8
+    with pytest.raises(BadSampleError, match=rf'{root / "02691156" / "b.txt"}: 1 part id\(s\) outside 0..49: \[77\]'):
+        ds[1]
+    with pytest.raises(BadSampleError, match=rf'{root / "02691156" / "c.txt"}:2: 1 point\(s\) with NaN/Inf'):
+        ds[2]
+    with pytest.raises(BadSampleError, match=rf'{split}: entry 4 "shape_data/02691156/gone" names shape file '
+                       r'.*gone.txt, which does not exist'):
+        ds[4]
+    skipping = ShapeNetPartDataset(str(root), 'train', skip_bad=True,
+                                   pipeline=[dict(type='PackPointCloud', label_key='seg')])
+    assert torch.equal(skipping[1].pos, skipping[3].pos)  # b and c are bad: d is served
+    assert torch.equal(skipping[4].pos, skipping[0].pos)  # past the end: wraps around to a
+    logged = [m for m in mmengine_log if 'skip_bad' in m]
+    assert len(logged) == 3 and logged[-1].endswith('(3 bad so far)') and 'gone.txt' in logged[-1]
+
+
+def _s3dis_rooms(root, rooms):
+    root.mkdir()
+    rng = np.random.RandomState(4)
+    for name in rooms:
+        room = np.concatenate([rng.rand(400, 3) * [3, 2, 1], rng.randint(0, 256, (400, 3)),
+                               rng.randint(0, 13, (400, 1))], 1).astype(np.float32)
+        np.save(root / f'{name}.npy', room)
+    return root
+
+
+def test_s3dis_bad_room_files_are_named(tmp_path, mmengine_log):
+    root = _s3dis_rooms(tmp_path / 's3dis', ['Area_1_office_1', 'Area_2_office_2', 'Area_5_hall_1'])
+    bad = root / 'Area_2_office_2.npy'
+    data = bad.read_bytes()
+    bad.write_bytes(data[:len(data) // 2])
+    with pytest.raises(BadSampleError, match=rf'S3DISDataset: {bad}: not a readable .npy array \(truncated or corrupt'):
+        S3DISDataset(str(root), 'train', num_points=64, min_points=4)
+    ds = S3DISDataset(str(root), 'train', num_points=64, min_points=4, skip_bad=True)
+    assert ds.room_names == ['Area_1_office_1'] and any(str(bad) in m for m in mmengine_log)
+
+    room = np.load(root / 'Area_5_hall_1.npy')
+    room[10, 1] = np.nan
+    np.save(root / 'Area_5_hall_1.npy', room)
+    test = S3DISDataset(str(root), 'test', num_points=64)
+    with pytest.raises(BadSampleError, match=rf'{root / "Area_5_hall_1.npy"}: 1 point\(s\) with NaN/Inf values, '
+                       r'the first is point 10'):
+        test[0]
+    room[10, 1], room[3, 6], room[5, 6] = 0.5, 13, 2.5
+    np.save(root / 'Area_5_hall_1.npy', room)
+    with pytest.raises(BadSampleError, match=r'Area_5_hall_1.npy \[column 7 \(label\)\]: labels must be integers, '
+                       r'got e.g. \[2.5\]'):
+        S3DISDataset(str(root), 'test', num_points=64)[0]
+    room[5, 6] = 2
+    np.save(root / 'Area_5_hall_1.npy', room)
+    with pytest.raises(BadSampleError, match=r'\[column 7 \(label\)\]: 1 label\(s\) outside 0..12: \[13\]'):
+        S3DISDataset(str(root), 'test', num_points=64)[0]
+    np.save(root / 'Area_5_hall_1.npy', np.zeros((0, 7), np.float32))
+    with pytest.raises(BadSampleError, match=r'Area_5_hall_1.npy: empty cloud \(0 points\)'):
+        S3DISDataset(str(root), 'test', num_points=64)[0]

@@ -166,3 +166,24 @@ def test_every_token_op_trains_in_the_pct_demo_network(name):
     supports_mask = ATTENTION.get(name).supports_mask
     batch = _batch([32, 24, 32, 28] if supports_mask else [32] * 4, classes=6)
     assert_learns(lambda: model(batch, mode='loss')['loss'], model, layer.attn, name=name)
+
+
+def test_csra_pool_replaces_max_pooling_and_the_classifier():
+    """``pool=ResidualAttention``: logits straight from the fused point features by class-specific
+    attention (no MLP head); ragged clouds equal clouds one by one (padding masked), and it learns."""
+    model = PCTClassifier(num_classes=4, pool=dict(type='ResidualAttention', num_heads=2), **TINY_CLS)
+    assert model.head is None and model.pool.dim == TINY_CLS['fuse_channels'] and model.pool.num_classes == 4
+    batch = _batch([40, 25, 33])
+    model.eval()
+    with torch.no_grad():
+        together = model(batch)
+        alone = torch.cat([model(Batch.from_data_list([d])) for d in batch.to_data_list()])
+        y, mask = model.point_features(batch)
+        torch.testing.assert_close(together, model.pool(y, mask=mask))
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    model.train()
+    assert_learns(lambda: model(batch, mode='loss')['loss'], model, model.pool, name='ResidualAttention')
+    with pytest.raises(ValueError, match="pool must be a pool op .* got ExternalAttention of kind 'attention'"):
+        PCTClassifier(num_classes=4, pool=dict(type='ExternalAttention'), **TINY_CLS)
+    with pytest.raises(ValueError, match='pool config sets num_classes=3 but the model has 4 classes'):
+        PCTClassifier(num_classes=4, pool=dict(type='ResidualAttention', num_classes=3), **TINY_CLS)

@@ -9,7 +9,7 @@ Output::
     OUT/Area_1_conferenceRoom_1.npy               float32 (N, 7): x y z r g b label
 
 Labels follow the 13 S3DIS classes (``stairs`` counts as ``clutter``, as in PointNet's tools).
-Usage::
+Usage (a progress bar counts the rooms in a terminal; none under ``--quiet`` or in a piped log)::
 
     python tools/dataset_converters/s3dis.py data/Stanford3dDataset_v1.2_Aligned_Version data/s3dis
 """
@@ -20,8 +20,15 @@ import glob
 import os
 import os.path as osp
 import re
+import sys
 
 import numpy as np
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from projects.progress import add_quiet_argument, track  # noqa: E402
 
 CLASSES = ('ceiling', 'floor', 'wall', 'beam', 'column', 'window', 'door', 'table', 'chair',
            'sofa', 'bookcase', 'board', 'clutter')
@@ -62,7 +69,7 @@ def convert_room(room_dir: str) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def convert(src: str, dst: str, verbose: bool = True) -> list:
+def convert(src: str, dst: str, quiet: bool = False) -> list:
     """Convert every ``Area_*/<room>`` of ``src`` into ``dst/Area_k_<room>.npy``; returns the paths."""
     if not osp.isdir(src):
         raise FileNotFoundError(f's3dis converter: missing dataset folder: {src}')
@@ -71,13 +78,11 @@ def convert(src: str, dst: str, verbose: bool = True) -> list:
         raise FileNotFoundError(f's3dis converter: no Area_*/<room> folders in {src}')
     os.makedirs(dst, exist_ok=True)
     out = []
-    for room in rooms:
+    for room in track(rooms, desc='S3DIS rooms', quiet=quiet):
         area, name = room.split(os.sep)[-2:]
         path = osp.join(dst, f'{area}_{name}.npy')
         np.save(path, convert_room(room))
         out.append(path)
-        if verbose:
-            print(f'{room} -> {path}')
     return out
 
 
@@ -85,8 +90,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description='S3DIS Annotations -> per-room npy (xyzrgb + label)')
     parser.add_argument('src', help='Stanford3dDataset_v1.2_Aligned_Version folder')
     parser.add_argument('dst', help='output folder (e.g. data/s3dis)')
+    add_quiet_argument(parser)
     args = parser.parse_args(argv)
-    convert(args.src, args.dst)
+    paths = convert(args.src, args.dst, args.quiet)
+    print(f'{len(paths)} rooms converted into {args.dst}')
 
 
 if __name__ == '__main__':

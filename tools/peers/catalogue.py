@@ -541,6 +541,135 @@ PEERS.update({
     'DeformableAttention': Peer('DAT', _DATPeer, cls='DAttentionBaseline', copy=_copy_dat, fix=_dat_paper_grid),
 })
 
+# --- catalogue modules built for one input size ---
+class SizedPeer(nn.Module):
+    """A catalogue module whose constructor fixes the input size (``AFT_FULL``'s n, ``GlobalFilter``'s
+    h x w), standing in for it at any size.
+
+    ``make(x)`` builds the catalogue module for our input ``x``, again whenever ``key(x)`` changes
+    (the first call of a size, i.e. the benchmark's warm-up); once ``source`` is set (our op, by the
+    peer's ``copy``), ``load(source, module, x)``, if given, copies its weights into each build; ``call(module,
+    x)`` runs the module on our input and returns our layout.
+    """
+
+    def __init__(self, make: Callable, load: Optional[Callable] = None, key: Callable = lambda x: tuple(x.shape[1:]),
+                 call: Callable = lambda module, x: module(x)):
+        super().__init__()
+        self.make, self.load, self.key, self.call = make, load, key, call
+        self.inner: Optional[nn.Module] = None
+        self.size = None
+        self.__dict__['source'] = None   # our op: not a submodule of the peer
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inner is None or self.key(x) != self.size:
+            inner = self.make(x).to(x.device, x.dtype).train(self.training)
+            if self.source is not None and self.load is not None:
+                self.load(self.source, inner, x)
+            self.inner, self.size = inner, self.key(x)
+        return self.call(self.inner, x)
+
+
+
+# --- nonlocal_ and pooling ---
+def _no_copy(op: nn.Module, theirs: nn.Module) -> None:
+    """The catalogue module's structure differs from the paper's: no weight mapping (its defect tests
+    in tests/ops/test_nonlocal.py compare behaviour instead)."""
+
+
+def _copy_pam(op: nn.Module, theirs: nn.Module) -> None:
+    """Our PAM inside the catalogue's: its 3x3 conv and output projection set to the identity, our
+    C/8-wide query/key in the first rows of its C-wide ones (the query multiplied by sqrt(C) to undo
+    its 1/sqrt(d_k)), our value conv as its value projection. It then returns the attention term of
+    ours as tokens (B, N, C), without the residual and gamma it lacks."""
+    c, r = op.dim, op.query_conv.out_channels
+    with torch.no_grad():
+        theirs.cnn.weight.zero_()
+        theirs.cnn.weight[:, :, 1, 1].copy_(torch.eye(c))
+        theirs.cnn.bias.zero_()
+        for fc, conv, scale in ((theirs.pa.fc_q, op.query_conv, c ** 0.5), (theirs.pa.fc_k, op.key_conv, 1.0)):
+            fc.weight.zero_()
+            fc.bias.zero_()
+            fc.weight[:r].copy_(conv.weight.view(r, c) * scale)
+            fc.bias[:r].copy_(conv.bias * scale)
+        theirs.pa.fc_v.weight.copy_(op.value_conv.weight.view(c, c))
+        theirs.pa.fc_v.bias.copy_(op.value_conv.bias)
+        theirs.pa.fc_o.weight.copy_(torch.eye(c))
+        theirs.pa.fc_o.bias.zero_()
+
+
+def _map_sized(make: Callable[[int, int], nn.Module]) -> SizedPeer:
+    """A catalogue module built for each map's H x W (no weights copied: see ``_no_copy``)."""
+    return SizedPeer(lambda x: make(x.shape[-2], x.shape[-1]), key=lambda x: tuple(x.shape[-2:]))
+
+
+def _danet_sized(cls: type, dim: int) -> SizedPeer:
+    """The catalogue's DAModule for ``dim`` channels: it ignores its d_model, H and W arguments (512
+    channels, 7 x 7 always), so its two branches are rebuilt with them, per map size."""
+    module = importlib.import_module(cls.__module__)
+
+    def make(h, w):
+        theirs = cls(d_model=dim, kernel_size=3, H=h, W=w)
+        theirs.position_attention_module = module.PositionAttentionModule(d_model=dim, kernel_size=3, H=h, W=w)
+        theirs.channel_attention_module = module.ChannelAttentionModule(d_model=dim, kernel_size=3, H=h, W=w)
+        return theirs
+    return _map_sized(make)
+
+
+class _SoftmaxAxes:
+    """``torch.nn.functional`` as one catalogue module sees it, except that its softmax calls made
+    without ``dim`` get the next axis of ``dims``."""
+
+    def __init__(self, functional, dims):
+        self._functional, self._dims = functional, iter(dims)
+
+    def __getattr__(self, name):
+        return getattr(self._functional, name)
+
+    def softmax(self, t, dim=None, **kwargs):
+        return self._functional.softmax(t, dim=next(self._dims) if dim is None else dim, **kwargs)
+
+
+def _a2_softmax_axes(op: nn.Module, theirs: nn.Module) -> None:
+    """The catalogue's own forward with its two axis-less softmaxes given the paper's axes: the
+    gather maps over the positions (-1), then the attention vectors over c_n (1). Without ``dim``
+    torch picks dim 0 of these 3-D tensors: the batch."""
+    module = importlib.import_module(type(theirs).__module__)
+    forward = type(theirs).forward
+
+    def fixed_forward(x):
+        functional = module.F
+        module.F = _SoftmaxAxes(functional, (-1, 1))
+        try:
+            return forward(theirs, x)
+        finally:
+            module.F = functional
+    theirs.forward = fixed_forward
+
+
+def _copy_csra(op: nn.Module, theirs: nn.Module) -> None:
+    """Our first head's classifier as the catalogue's 1x1 convolution (its only weight)."""
+    with torch.no_grad():
+        theirs.fc.weight.copy_(op.classifier.weight[:op.num_classes].view(op.num_classes, op.dim, 1, 1))
+
+
+PEERS.update({
+    'PositionAttention': Peer('DANet', lambda op, cls: cls(d_model=op.dim, kernel_size=3), cls='PositionAttentionModule',
+                              copy=_copy_pam),
+    'ChannelAttention': Peer('DANet', lambda op, cls: _map_sized(lambda h, w: cls(d_model=op.dim, kernel_size=3, H=h, W=w)),
+                             cls='ChannelAttentionModule', copy=_no_copy),
+    'DualAttention': Peer('DANet', lambda op, cls: _danet_sized(cls, op.dim), cls='DAModule', copy=_no_copy),
+    'DoubleAttention': Peer('A2Atttention', lambda op, cls: cls(op.dim, op.c_m, op.c_n, op.reconstruct),
+                            cls='DoubleAttention', fix=_a2_softmax_axes),
+    'CoTAttention': Peer('CoTAttention', lambda op, cls: cls(dim=op.dim, kernel_size=op.kernel_size), copy=_no_copy),
+    'ACmix': Peer('ACmixAttention', lambda op, cls: cls(op.dim, op.dim, kernel_att=op.kernel_att, head=op.num_heads,
+                                                        kernel_conv=op.kernel_conv, stride=1, dilation=1),
+                  cls='ACmix'),
+    'ResidualAttention': Peer('ResidualAttention', lambda op, cls: cls(channel=op.dim, num_class=op.num_classes,
+                                                                       la=op.lam),
+                              inputs=lambda x: (x.transpose(1, 2).unsqueeze(-1),), copy=_copy_csra),
+})
+
+
 def catalogue_class(peer: Peer) -> type:
     """The catalogue class of ``peer`` (``ImportError`` when fightingcv-attention is absent)."""
     mod = importlib.import_module(f'fightingcv_attention.attention.{peer.module}')
@@ -553,7 +682,10 @@ def build_peer(op: nn.Module, copy_weights: bool = True, fixed: bool = True) -> 
     peer = PEERS.get(type(op).__name__)
     if peer is None:
         return None
-    theirs = peer.build(op, catalogue_class(peer)).to(next(op.parameters()).dtype)
+    theirs = peer.build(op, catalogue_class(peer))
+    param = next(op.parameters(), None)            # parameter-free ops (SimAM) keep the default dtype
+    if param is not None:
+        theirs = theirs.to(param.dtype)
     if fixed and peer.fix is not None:
         peer.fix(op, theirs)
     if copy_weights:
@@ -565,3 +697,246 @@ def run_peer(op: nn.Module, theirs: nn.Module, x: Tensor) -> Tensor:
     """``theirs`` on our input ``x``, its output in our layout."""
     peer = PEERS[type(op).__name__]
     return peer.output(theirs(*peer.inputs(x)))
+
+
+# --- spatial ---
+def _copy_cbam(op, theirs):
+    """Our bias-free MLP into its 1x1 convolutions; our spatial planes [avg; max] into its [max; avg]."""
+    theirs.load_state_dict({'ca.se.0.weight': op.fc1.weight[:, :, None, None],
+                            'ca.se.2.weight': op.fc2.weight[:, :, None, None],
+                            'sa.conv.weight': op.conv.weight.flip(1), 'sa.conv.bias': op.conv.bias})
+
+
+def _cbam_without_residual(op, theirs):
+    # its CBAMBlock returns F'' + F: drop the added input to compare the module's output F''
+    forward = theirs.forward
+    theirs.forward = lambda x: forward(x) - x
+
+
+def _bam_paper_layers(op, theirs):
+    """The paper's BAM from the catalogue's own classes: one hidden layer in the channel MLP, two
+    3 x 3 convolutions of dilation d padded by d (so the map keeps its size), a BN closing each
+    branch."""
+    mod = importlib.import_module('fightingcv_attention.attention.BAM')
+    theirs.ca = mod.ChannelAttention(op.dim, op.reduction, num_layers=1)
+    theirs.ca.ca.add_module('bn_final', nn.BatchNorm1d(op.dim))
+    theirs.sa = mod.SpatialAttention(op.dim, op.reduction, num_layers=2, dia_val=op.dilation)
+    for m in theirs.sa.sa.children():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+            m.padding = m.dilation            # it pads by 1 whatever the dilation
+    theirs.sa.sa.add_module('bn_final', nn.BatchNorm2d(1))
+
+
+def _with_state(module: nn.Module) -> list:
+    return [m for m in module.modules() if not list(m.children()) and m.state_dict()]
+
+
+def _copy_in_order(op, theirs):
+    """Layer by layer, in registration order (the same layers in the same order on both sides)."""
+    ours, peer = _with_state(op), _with_state(theirs)
+    if [type(m) for m in ours] != [type(m) for m in peer]:
+        raise ValueError(f'{type(op).__name__}: catalogue layers {[type(m).__name__ for m in peer]} do not '
+                         f'match ours {[type(m).__name__ for m in ours]}')
+    for a, b in zip(ours, peer):
+        b.load_state_dict(a.state_dict())
+
+
+def _triplet(op, cls):
+    theirs = cls(no_spatial=op.no_spatial)
+    k = op.kernel_size
+    for gate in (theirs.cw, theirs.hc) + (() if op.no_spatial else (theirs.hw,)):
+        gate.conv.conv = nn.Conv2d(2, 1, k, padding=k // 2, bias=False)      # the catalogue fixes k = 7
+    return theirs
+
+
+def _psa(op, cls):
+    mod = importlib.import_module(cls.__module__)
+    return getattr(mod, f'{op.mode.capitalize()}PolarizedSelfAttention')(channel=op.dim)
+
+
+PEERS.update({
+    'CBAM': Peer('CBAM', lambda op, cls: cls(channel=op.dim, reduction=op.reduction, kernel_size=op.kernel_size),
+                 cls='CBAMBlock', copy=_copy_cbam, fix=_cbam_without_residual),
+    'BAM': Peer('BAM', lambda op, cls: cls(channel=op.dim, reduction=op.reduction, dia_val=op.dilation),
+                cls='BAMBlock', copy=_copy_in_order, fix=_bam_paper_layers),
+    'SimAM': Peer('SimAM', lambda op, cls: cls(e_lambda=op.e_lambda)),
+    'TripletAttention': Peer('TripletAttention', _triplet, copy=_copy_in_order),
+    'CoordAttention': Peer('CoordAttention', lambda op, cls: cls(op.dim, op.dim, reduction=op.reduction),
+                           cls='CoordAtt', copy=_copy_in_order),
+    'PolarizedSelfAttention': Peer('PolarizedSelfAttention', _psa, cls='ParallelPolarizedSelfAttention'),
+})
+
+
+# --- efficient and mixer families (attn_ops/ops/efficient.py, attn_ops/ops/mixer.py) ---
+def _set_source(op: nn.Module, theirs: SizedPeer) -> None:
+    theirs.__dict__['source'] = op
+
+
+def _copy_linears(pairs) -> None:
+    """(catalogue linear, weight, bias or None) triples: weights copied, missing biases zeroed."""
+    with torch.no_grad():
+        for layer, weight, bias in pairs:
+            layer.weight.copy_(weight.view_as(layer.weight))
+            if layer.bias is not None:
+                layer.bias.copy_(bias.reshape(layer.bias.shape)) if bias is not None else layer.bias.zero_()
+
+
+def _qkv_pairs(op: nn.Module, theirs: nn.Module):
+    weights = op.qkv.weight.chunk(3)
+    biases = op.qkv.bias.chunk(3) if op.qkv.bias is not None else (None,) * 3
+    return [(getattr(theirs, f'fc_{n}'), w, b) for n, w, b in zip('qkv', weights, biases)]
+
+
+def _load_aft(op: nn.Module, theirs: nn.Module, x: Tensor) -> None:
+    _copy_linears(_qkv_pairs(op, theirs))
+    if isinstance(theirs.position_biases, nn.Parameter):   # AFT-full; the simple form keeps its zeros
+        with torch.no_grad():
+            theirs.position_biases.copy_(op.position_bias(x.shape[1]))
+
+
+def _aft(simple: bool):
+    return lambda op, cls: SizedPeer(lambda x: cls(d_model=op.dim, n=x.shape[1], simple=simple), _load_aft,
+                                     key=lambda x: x.shape[1])
+
+
+def _copy_emsa(op: nn.Module, theirs: nn.Module) -> None:
+    k, v = op.kv.weight.chunk(2)
+    kb, vb = op.kv.bias.chunk(2) if op.kv.bias is not None else (None, None)
+    _copy_linears([(theirs.fc_q, op.q.weight, op.q.bias), (theirs.fc_k, k, kb), (theirs.fc_v, v, vb),
+                   (theirs.fc_o, op.proj.weight, op.proj.bias)])
+    if op.sr_ratio > 1:
+        theirs.sr_conv.load_state_dict(op.sr.state_dict())
+        theirs.sr_ln.load_state_dict(op.sr_norm.state_dict())
+    if op.apply_transform:
+        theirs.transform.conv.load_state_dict(op.transform_conv.state_dict())
+
+
+def _copy_muse(op: nn.Module, theirs: nn.Module) -> None:
+    _copy_sdpa(op, theirs)
+    with torch.no_grad():
+        for branch, name in zip(op.convs, ('conv1', 'conv3', 'conv5')):
+            conv = getattr(theirs, name)
+            if isinstance(branch[0], nn.Conv1d):
+                conv.depth_conv.load_state_dict(branch[0].state_dict())
+            conv.pointwise_conv.load_state_dict(branch[1].state_dict())
+        theirs.dy_paras.copy_(op.alpha)
+
+
+def _muse(op, cls):
+    if op.kernel_sizes != (1, 3, 5):
+        raise ValueError(f'the catalogue MUSEAttention has kernel sizes (1, 3, 5) only, got {op.kernel_sizes}')
+    d = op.dim // op.num_heads
+    return cls(op.dim, d, d, op.num_heads, dropout=0.0)
+
+
+def _copy_mobilevitv2(op: nn.Module, theirs: nn.Module) -> None:
+    k, v = op.kv.weight.chunk(2)
+    kb, vb = op.kv.bias.chunk(2) if op.kv.bias is not None else (None, None)
+    fc_v = theirs.fc_v[0] if isinstance(theirs.fc_v, nn.Sequential) else theirs.fc_v
+    _copy_linears([(theirs.fc_i, op.to_score.weight, op.to_score.bias), (theirs.fc_k, k, kb), (fc_v, v, vb),
+                   (theirs.fc_o, op.out_proj.weight, op.out_proj.bias)])
+
+
+def _mobilevitv2_relu(op, theirs) -> None:
+    # MobileViTv2 Eq. 5 (ml-cvnets: F.relu(value)): the catalogue multiplies the raw values
+    theirs.fc_v = nn.Sequential(theirs.fc_v, nn.ReLU())
+
+
+def _mobilevit(op, cls):
+    """The catalogue block with our sizes; its transformer (depth 3, 8 heads of 64, FFN 1024 hard-coded)
+    rebuilt from its own ``Transformer`` class with ours."""
+    theirs = cls(in_channel=op.dim, dim=op.transformer_dim, kernel_size=op.kernel_size, patch_size=op.patch_size)
+    transformer = importlib.import_module('fightingcv_attention.attention.MobileViTAttention').Transformer
+    d = op.transformer_dim
+    theirs.trans = transformer(dim=d, depth=op.depth, heads=op.num_heads, head_dim=d // op.num_heads,
+                               mlp_dim=op.ffn_dim)
+    return theirs
+
+
+def _mobilevit_layers(op, theirs) -> None:
+    """The official block's layers the catalogue lacks: norm + SiLU after the n x n and output 1x1
+    convolutions (bias-free convolutions), a qkv bias, a LayerNorm after the transformer."""
+    c, d, k = op.dim, op.transformer_dim, op.kernel_size
+
+    def cbs(c_in, c_out, size):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, size, padding=size // 2, bias=False), nn.BatchNorm2d(c_out),
+                             nn.SiLU())
+    theirs.conv1, theirs.conv2 = cbs(c, c, k), nn.Conv2d(c, d, 1, bias=False)
+    theirs.conv3, theirs.conv4 = cbs(d, c, 1), cbs(2 * c, c, k)
+    for attn, _ in theirs.trans.layers:
+        attn.fn.to_qkv = nn.Linear(d, 3 * d, bias=True)
+    theirs.trans = nn.Sequential(theirs.trans, nn.LayerNorm(d))
+
+
+def _copy_mobilevit(op: nn.Module, theirs: nn.Module) -> None:
+    with torch.no_grad():
+        for conv, ours in ((theirs.conv1, op.local[0]), (theirs.conv3, op.conv_proj), (theirs.conv4, op.fusion)):
+            if isinstance(conv, nn.Sequential):
+                conv.load_state_dict(ours.state_dict())
+            else:
+                conv.weight.copy_(ours[0].weight)
+                conv.bias.zero_()
+        theirs.conv2.weight.copy_(op.local[1].weight)
+        if theirs.conv2.bias is not None:
+            theirs.conv2.bias.zero_()
+        fixed = isinstance(theirs.trans, nn.Sequential)
+        transformer = theirs.trans[0] if fixed else theirs.trans
+        for (attn, ffn), layer in zip(transformer.layers, op.layers):
+            attn.ln.load_state_dict(layer.norm1.state_dict())
+            _copy_linears([(attn.fn.to_qkv, layer.qkv.weight, layer.qkv.bias),
+                           (attn.fn.to_out[0], layer.proj.weight, layer.proj.bias),
+                           (ffn.fn.net[0], layer.fc1.weight, layer.fc1.bias),
+                           (ffn.fn.net[3], layer.fc2.weight, layer.fc2.bias)])
+            ffn.ln.load_state_dict(layer.norm2.state_dict())
+        if fixed:
+            theirs.trans[1].load_state_dict(op.norm.state_dict())
+
+
+def _copy_vip(op: nn.Module, theirs: nn.Module) -> None:
+    """Same names, but the re-weighting outputs per channel are ordered (C, W, H) in the catalogue
+    and (H, W, C) in ViP: the rows of the last linear are flipped within each channel's triple."""
+    c = op.dim
+    fc2 = op.reweight[2]
+    _copy_linears([(theirs.mlp_c, op.mlp_c.weight, op.mlp_c.bias), (theirs.mlp_h, op.mlp_h.weight, op.mlp_h.bias),
+                   (theirs.mlp_w, op.mlp_w.weight, op.mlp_w.bias), (theirs.proj, op.proj.weight, op.proj.bias),
+                   (theirs.reweighting.fc1, op.reweight[0].weight, op.reweight[0].bias),
+                   (theirs.reweighting.fc2, fc2.weight.view(c, 3, -1).flip(1), fc2.bias.view(c, 3).flip(1))])
+
+
+def _load_global_filter(op: nn.Module, theirs: nn.Module, x: Tensor) -> None:
+    with torch.no_grad():   # our filter at this size (the reference one, or resized), (h, w, C, 2)
+        theirs.complex_weight.copy_(torch.view_as_real(op.filter(*x.shape[2:])).permute(1, 2, 0, 3))
+
+
+def _global_filter(op, cls):
+    """The catalogue filter built for each map size (it has one fixed size), run on tokens."""
+    def call(module, x):
+        b, c, h, w = x.shape
+        return module(x.flatten(2).transpose(1, 2), spatial_size=(h, w)).transpose(1, 2).reshape(b, c, h, w)
+    return SizedPeer(lambda x: cls(op.dim, h=x.shape[2], w=x.shape[3] // 2 + 1), _load_global_filter, call=call)
+
+
+PEERS.update({
+    'AFTFull': Peer('AFT', _aft(simple=False), cls='AFT_FULL', copy=_set_source),
+    'AFTSimple': Peer('AFT', _aft(simple=True), cls='AFT_FULL', copy=_set_source),
+    'EMSA': Peer('EMSA', lambda op, cls: cls(op.dim, op.dim // op.num_heads, op.dim // op.num_heads, op.num_heads,
+                                             dropout=0.0, H=1, W=1, ratio=op.sr_ratio,
+                                             apply_transform=op.apply_transform),
+                 inputs=lambda x: (x, x, x), copy=_copy_emsa),
+    'MUSEAttention': Peer('MUSEAttention', _muse, inputs=lambda x: (x, x, x), copy=_copy_muse),
+    'UFOAttention': Peer('UFOAttention', lambda op, cls: cls(op.dim, op.dim // op.num_heads, op.dim // op.num_heads,
+                                                             op.num_heads, dropout=0.0),
+                         inputs=lambda x: (x, x, x),
+                         copy=lambda op, theirs: (_copy_sdpa(op, theirs), theirs.gamma.data.copy_(op.gamma))),
+    'MobileViTv2Attention': Peer('MobileViTv2Attention', lambda op, cls: cls(op.dim), copy=_copy_mobilevitv2,
+                                 fix=_mobilevitv2_relu),
+    'SimplifiedSelfAttention': Peer(
+        'SimplifiedSelfAttention', lambda op, cls: cls(op.dim, op.num_heads, dropout=0.0),
+        cls='SimplifiedScaledDotProductAttention', inputs=lambda x: (x, x, x),
+        copy=lambda op, theirs: _copy_linears([(theirs.fc_o, op.proj.weight, op.proj.bias)])),
+    'MobileViTAttention': Peer('MobileViTAttention', _mobilevit, copy=_copy_mobilevit, fix=_mobilevit_layers),
+    'WeightedPermuteMLP': Peer('ViP', lambda op, cls: cls(op.dim, op.segment_dim, qkv_bias=op.mlp_c.bias is not None),
+                               cls='WeightedPermuteMLP', inputs=lambda x: (to_channels_last(x),),
+                               output=from_channels_last, copy=_copy_vip),
+    'GlobalFilter': Peer('gfnet', _global_filter, cls='GlobalFilter', copy=_set_source),
+})

@@ -20,6 +20,17 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
+# test-time augmentation (tools/test.py --tta): 6 scales x 2 flips, softmax averaged (SegTTAModel)
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='PackSegInputs')]])
+]
 voc_train = dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline,
                  data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
                  ann_file='ImageSets/Segmentation/train.txt')

@@ -20,3 +20,4 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0)
+tta_model = dict(type='PointCloudTTAModel')  # tools/test.py --tta: votes over tta_pipeline's views

@@ -1,5 +1,6 @@
 # S3DIS, rooms converted by tools/dataset_converters/s3dis.py into data/s3dis; train on areas
 # 1-4 and 6 (1 m blocks, 4096 points, 9 channels), evaluate on whole rooms of Area 5 with votes.
+# No tta_pipeline: the whole-room test already votes over overlapping blocks (stride 0.5 m).
 dataset_type = 'S3DISDataset'
 data_root = 'data/s3dis'
 train_pipeline = [dict(type='PackPointCloud', feature_keys=('feat',), label_key='seg')]

@@ -13,6 +13,12 @@ test_pipeline = [
     dict(type='NormalizeUnitSphere'),
     dict(type='PackPointCloud', label_key='seg'),  # all points of every shape
 ]
+# test-time votes (tools/test.py --tta [--votes V]): the test view plus 9 anisotropic rescales
+# U(0.8, 1.25) per axis, class probabilities averaged (the RS-CNN / DGCNN-family voting)
+tta_pipeline = test_pipeline[:-1] + [
+    dict(type='TestTimeVotes', num_votes=10,
+         augment=[dict(type='RandomScaleShift', scale=(0.8, 1.25), shift=0.0)],
+         pack=test_pipeline[-1])]
 train_dataloader = dict(
     batch_size=16, num_workers=4, persistent_workers=True, drop_last=True,
     sampler=dict(type='DefaultSampler', shuffle=True),

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from projects.bad_data import BadSampleError
+
 H5_KEYS = {'data': np.float32, 'normal': np.float32, 'label': np.int64, 'pid': np.int64, 'seg': np.int64}
 
 
@@ -24,14 +26,20 @@ def read_h5_clouds(path: str, index: int | None = None, *, require: Sequence[str
     (B, N) when per point), ``pid`` / ``seg`` (B, N) int64. With ``index``, only that cloud is read
     and the leading B axis is dropped (``label`` becomes a 0-d array).
 
-    Raises ``FileNotFoundError`` for a missing file, ``KeyError`` naming a key of ``require`` the
-    file lacks and the keys it has, ``IndexError`` for an ``index`` outside ``[0, B)``; the
-    messages start with ``owner`` (the dataset's name).
+    Raises ``FileNotFoundError`` for a missing file, ``BadSampleError`` for a file h5py cannot
+    read (truncated or corrupt), ``KeyError`` naming a key of ``require`` the file lacks and the
+    keys it has, ``IndexError`` for an ``index`` outside ``[0, B)``; the messages start with
+    ``owner`` (the dataset's name).
     """
     import h5py
     if not osp.isfile(path):
         raise FileNotFoundError(f'{owner}: HDF5 file not found: {path}')
-    with h5py.File(path, 'r') as f:
+    try:
+        f = h5py.File(path, 'r')
+    except OSError as err:
+        raise BadSampleError(f'{owner}: {path}: not a readable HDF5 file (truncated or corrupt: '
+                             f'{str(err).splitlines()[0]})') from None
+    with f:
         missing = [k for k in require if k not in f]
         if missing:
             raise KeyError(f'{owner}: {path} has no {missing} dataset (keys: {sorted(f.keys())})')
@@ -41,7 +49,10 @@ def read_h5_clouds(path: str, index: int | None = None, *, require: Sequence[str
             raise IndexError(f'{owner}: index {index} out of range: {path} holds {n} clouds')
         out = {}
         for key in keys:
-            arr = np.asarray(f[key][:] if index is None else f[key][index], dtype=H5_KEYS[key])
+            try:
+                arr = np.asarray(f[key][:] if index is None else f[key][index], dtype=H5_KEYS[key])
+            except OSError as err:  # a damaged chunk inside a file that opens
+                raise BadSampleError(f'{owner}: {path} [{key}]: unreadable data ({str(err).splitlines()[0]})') from None
             if key == 'label':   # (B, 1) -> (B,), (1,) -> ()
                 lead = arr.shape[:1] if index is None else ()
                 arr = arr.reshape(lead + (-1,))

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from projects.bad_data import BadSampleError, bad_sample
 from ..registry import DATASETS
-from .base import PointCloudDataset, require
+from .base import PointCloudDataset, check_labels, check_points, require
 
 S3DIS_CLASSES = ('ceiling', 'floor', 'wall', 'beam', 'column', 'window', 'door', 'table', 'chair',
                  'sofa', 'bookcase', 'board', 'clutter')
@@ -48,6 +49,10 @@ class S3DISDataset(PointCloudDataset):
         block_size: block side in metres; stride: grid step of evaluation blocks.
         sample_rate: training epoch length = sample_rate * all points / num_points blocks.
         min_points: a training block with fewer points is redrawn (up to 10 times).
+        skip_bad: log and leave out bad rooms instead of raising.
+
+    A room file that is not a readable ``(N, 7)`` array is named when the dataset is built; an
+    empty room, NaN/Inf values or labels outside 0..12 when the room is first loaded.
     """
 
     METAINFO = dict(classes=S3DIS_CLASSES)
@@ -55,8 +60,8 @@ class S3DISDataset(PointCloudDataset):
     def __init__(self, data_root: str = 'data/s3dis', split: str = 'train', test_area: int = 5,
                  num_points: int = 4096, block_size: float = 1.0, stride: float = 0.5,
                  sample_rate: float = 1.0, min_points: int = 1024, pipeline=None,
-                 test_mode: bool = False):
-        super().__init__(data_root, pipeline, test_mode)
+                 test_mode: bool = False, skip_bad: bool = False):
+        super().__init__(data_root, pipeline, test_mode, skip_bad)
         name = type(self).__name__
         if split not in ('train', 'test'):
             raise ValueError(f'{name}: split must be "train" or "test", got {split!r}')
@@ -69,34 +74,63 @@ class S3DISDataset(PointCloudDataset):
                                     f'{test_area}) in {data_root}')
         self.split, self.num_points, self.block_size, self.stride = split, num_points, block_size, stride
         self.min_points = min_points
-        # memory-mapped: the full dataset is several GB; only the sampled points are read
-        self.rooms = [np.load(f, mmap_mode='r') for f in files]
-        self.room_names = [osp.basename(f)[:-4] for f in files]
-        for f, r in zip(files, self.rooms):
-            if r.ndim != 2 or r.shape[1] != 7:
-                raise ValueError(f'{name}: {f} must be (N, 7) xyzrgb+label, got {r.shape}')
-        self.room_min = [np.asarray(r[:, :3].min(0), np.float32) for r in self.rooms]
-        self.room_max = [np.asarray(r[:, :3].max(0), np.float32) - m for r, m in zip(self.rooms, self.room_min)]
+        # memory-mapped: the full dataset is several GB; only the rooms in use are read
+        self.files, self.rooms = [], []
+        for f in files:
+            try:
+                room = np.load(f, mmap_mode='r')
+            except (ValueError, OSError, EOFError) as err:
+                self.skip_bad.skip(bad_sample(name, f, 'not a readable .npy array (truncated or '
+                                              f'corrupt: {str(err).splitlines()[0]})'), key=f)
+                continue
+            if room.ndim != 2 or room.shape[1] != 7:
+                self.skip_bad.skip(bad_sample(name, f, f'must be (N, 7) xyzrgb+label, got {room.shape}'), key=f)
+                continue
+            self.files.append(f)
+            self.rooms.append(room)
+        if not self.rooms:
+            raise BadSampleError(f'{name}: no readable {split} rooms in {data_root}')
+        self.room_names = [osp.basename(f)[:-4] for f in self.files]
+        self._extent: dict = {}  # room -> (min xyz, extent), filled when the room is first loaded
+        sizes = np.array([len(r) for r in self.rooms], np.float64)
         if split == 'train':
-            sizes = np.array([len(r) for r in self.rooms], np.float64)
-            self.room_prob = sizes / sizes.sum()
+            self.room_prob = sizes / max(sizes.sum(), 1.0)
             n = max(1, int(np.ceil(sizes.sum() * sample_rate / num_points)))
             self.samples = list(range(n))
         else:
             self.samples = list(range(len(self.rooms)))
 
     def _room(self, r: int):
-        """Room ``r`` as (xyzrgb with xyz shifted to start at 0, labels, extent)."""
+        """Room ``r`` as (xyzrgb with xyz shifted to start at 0, labels, extent); checked."""
+        name, path = type(self).__name__, self.files[r]
         room = np.asarray(self.rooms[r], dtype=np.float32)
+        if r not in self._extent:
+            check_points(room[:, :6], name, path)
+            check_labels(room[:, 6], len(S3DIS_CLASSES), name, path, key='column 7 (label)')
+            low = room[:, :3].min(0)
+            self._extent[r] = (low, room[:, :3].max(0) - low)
+        low, extent = self._extent[r]
         pts = room[:, :6].copy()
-        pts[:, :3] -= self.room_min[r]
-        return pts, room[:, 6].astype(np.int64), self.room_max[r]
+        pts[:, :3] -= low
+        return pts, room[:, 6].astype(np.int64), extent
+
+    def _train_room(self):
+        """A room drawn by size whose data pass the checks (bad ones, with skip_bad, leave the draw)."""
+        while True:
+            r = np.random.choice(len(self.rooms), p=self.room_prob)
+            try:
+                return self._room(r)
+            except BadSampleError as err:
+                self.skip_bad.skip(err, key=self.files[r])
+                self.room_prob[r] = 0.0
+                if self.room_prob.sum() == 0:
+                    raise BadSampleError(f'{type(self).__name__}: every training room is bad') from None
+                self.room_prob /= self.room_prob.sum()
 
     def get_sample(self, idx: int) -> dict:
         if self.split == 'test':
             return self.room_blocks(idx)
-        r = np.random.choice(len(self.rooms), p=self.room_prob)
-        pts, labels, room_max = self._room(r)
+        pts, labels, room_max = self._train_room()
         half = self.block_size / 2
         for _ in range(10):
             centre = pts[np.random.randint(len(pts)), :2]
@@ -139,7 +173,7 @@ class S3DISDataset(PointCloudDataset):
                     point_idx=torch.from_numpy(np.concatenate(idxs)),
                     room_size=torch.tensor([len(pts)]), y=torch.from_numpy(labels))
 
-    def __getitem__(self, idx: int):
+    def _load(self, idx: int):
         if self.split == 'test':  # whole rooms skip the pipeline: blocks are built here
             return self.room_blocks(idx)
-        return super().__getitem__(idx)
+        return super()._load(idx)

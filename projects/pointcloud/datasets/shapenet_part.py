@@ -12,8 +12,9 @@ import os.path as osp
 
 import numpy as np
 
+from projects.bad_data import bad_sample
 from ..registry import DATASETS
-from .base import PointCloudDataset, require
+from .base import PointCloudDataset, check_labels, read_txt_cloud, require
 
 #: the 16 categories (alphabetical) and their global part ids, the benchmark's convention.
 SHAPENETPART_PARTS = {
@@ -29,29 +30,38 @@ SHAPENETPART_PARTS = {
 class ShapeNetPartDataset(PointCloudDataset):
     """Samples: ``pos`` (N, 3), ``normal`` (N, 3), ``seg`` (N,) global part ids, ``category``.
 
+    A shape listed in a split file but missing, a malformed line, NaN/Inf values, an empty file
+    or a part id outside 0..49 raise ``BadSampleError`` when the shape is loaded.
+
     Args:
         data_root: the ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` folder.
         split: ``train``, ``val``, ``test`` or ``trainval``.
+        skip_bad: log and skip bad shapes instead of raising.
     """
 
     METAINFO = dict(classes=list(SHAPENETPART_PARTS),
                     category_parts=list(SHAPENETPART_PARTS.values()))
 
     def __init__(self, data_root: str = 'data/shapenetcore_partanno_segmentation_benchmark_v0_normal',
-                 split: str = 'train', pipeline=None, test_mode: bool = False):
-        super().__init__(data_root, pipeline, test_mode)
+                 split: str = 'train', pipeline=None, test_mode: bool = False, skip_bad: bool = False):
+        super().__init__(data_root, pipeline, test_mode, skip_bad)
         name = type(self).__name__
         require(data_root, 'data folder', name)
         cat_file = require(osp.join(data_root, 'synsetoffset2category.txt'), 'category list', name)
         synset_to_cat = {}
         with open(cat_file) as f:
-            for line in f:
-                if line.strip():
-                    cat, synset = line.split()
-                    if cat not in SHAPENETPART_PARTS:
-                        raise ValueError(f'{name}: {cat_file} names unknown category "{cat}"; expected '
-                                         f'one of {list(SHAPENETPART_PARTS)}')
-                    synset_to_cat[synset] = list(SHAPENETPART_PARTS).index(cat)
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                fields = line.split()
+                if len(fields) != 2:
+                    raise bad_sample(name, cat_file, f'expected "<Category> <synset>", got {line.strip()!r}',
+                                     line=number)
+                cat, synset = fields
+                if cat not in SHAPENETPART_PARTS:
+                    raise bad_sample(name, cat_file, f'unknown category "{cat}"; expected one of '
+                                     f'{list(SHAPENETPART_PARTS)}', line=number)
+                synset_to_cat[synset] = list(SHAPENETPART_PARTS).index(cat)
         splits = {'trainval': ('train', 'val')}.get(split, (split,))
         if any(s not in ('train', 'val', 'test') for s in splits):
             raise ValueError(f'{name}: split must be train, val, test or trainval, got {split!r}')
@@ -59,19 +69,25 @@ class ShapeNetPartDataset(PointCloudDataset):
         for s in splits:
             path = require(osp.join(data_root, 'train_test_split', f'shuffled_{s}_file_list.json'),
                            f'{s} split file', name)
-            with open(path) as f:
-                for entry in json.load(f):
-                    synset, token = entry.split('/')[-2:]
-                    if synset not in synset_to_cat:
-                        raise ValueError(f'{name}: {path} lists "{entry}" whose synset {synset} is not '
-                                         f'in synsetoffset2category.txt')
-                    self.samples.append((osp.join(data_root, synset, token + '.txt'), synset_to_cat[synset]))
+            try:
+                with open(path) as f:
+                    entries = json.load(f)
+            except json.JSONDecodeError as err:
+                raise bad_sample(name, path, f'not valid JSON ({err.msg})', line=err.lineno) from None
+            for i, entry in enumerate(entries):
+                synset, token = entry.split('/')[-2:]
+                if synset not in synset_to_cat:
+                    raise bad_sample(name, path, f'entry {i} "{entry}": synset {synset} is not in '
+                                     'synsetoffset2category.txt')
+                self.samples.append((osp.join(data_root, synset, token + '.txt'), synset_to_cat[synset],
+                                     path, i, entry))
 
     def get_sample(self, idx: int) -> dict:
-        path, cat = self.samples[idx]
-        arr = np.loadtxt(require(path, 'shape file', type(self).__name__), dtype=np.float32, ndmin=2)
-        if arr.shape[1] != 7:
-            raise ValueError(f'{type(self).__name__}: {path} must have 7 columns '
-                             f'(x y z nx ny nz part), got {arr.shape[1]}')
-        return dict(pos=arr[:, :3], normal=arr[:, 3:6], seg=arr[:, 6].astype(np.int64), category=cat)
-
+        path, cat, split_file, i, entry = self.samples[idx]
+        name = type(self).__name__
+        if not osp.isfile(path):
+            raise bad_sample(name, split_file, f'entry {i} "{entry}" names shape file {path}, which '
+                             'does not exist')
+        arr = read_txt_cloud(path, 7, name, fields='x y z nx ny nz part')
+        seg = check_labels(arr[:, 6], 50, name, path, what='part id').astype(np.int64)
+        return dict(pos=arr[:, :3], normal=arr[:, 3:6], seg=seg, category=cat)

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 from torch import Tensor
 
+from attn_ops.point_ops import to_dense
+
 from ..registry import MODELS
-from ..point_ops import to_dense
 
 
 @MODELS.register_module()

@@ -12,8 +12,7 @@ from torch import Tensor, nn
 
 from attn_ops import adds_identity, build_attention
 from attn_ops.layouts import TOKENS, LayoutAdapter, as_layout, masked_apply, zero_padded
-
-from ..point_ops import farthest_point_sample, gather_points, group_points, knn
+from attn_ops.point_ops import farthest_point_sample, gather_points, group_points, knn
 
 
 def masked_max(x: Tensor, mask: Optional[Tensor]) -> Tensor:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..registry import MODELS
 from .base import BasePointModel
+from attn_ops import build_attention, op_class
 from attn_ops.layouts import masked_apply
 
 from .blocks import AttentionStack, LBR, NeighborEmbeddingStage, masked_max, mlp
@@ -48,6 +49,9 @@ class PCTClassifier(BasePointModel):
         fuse_channels: width of the fuse layer before max pooling.
         head_channels: widths of the classifier MLP; dropout after each of its layers.
         label_smoothing: PCT-style smoothing of the cross-entropy (0.2 in the recipe).
+        pool: ATTENTION config of a ``pool`` op that replaces the max pooling and the classifier MLP,
+            e.g. ``dict(type='ResidualAttention')`` (CSRA: class logits straight from the fused point
+            features, padding masked); its ``dim`` and ``num_classes`` are filled in.
     """
 
     def __init__(self, num_classes: int = 40, in_channels: int = 3,
@@ -56,7 +60,7 @@ class PCTClassifier(BasePointModel):
                  encoder_mlp: Sequence[int] = (256, 256), num_layers: int = 4,
                  attn: Optional[dict] = None, attn_mode: str = 'auto', concat_input: bool = True,
                  fuse_channels: int = 1024, head_channels: Sequence[int] = (512, 256),
-                 dropout: float = 0.5, label_smoothing: float = 0.0,
+                 dropout: float = 0.5, label_smoothing: float = 0.0, pool: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None, init_cfg=None):
         super().__init__(in_channels, label_smoothing, data_preprocessor, init_cfg)
         self.num_classes = num_classes
@@ -72,16 +76,27 @@ class PCTClassifier(BasePointModel):
         self.encoder = AttentionStack(c, num_layers, attn, attn_mode)
         self.concat_input = concat_input
         self.fuse = LBR(num_layers * c + (c_embed if concat_input else 0), fuse_channels, act='leaky_relu')
-        head, c = [], fuse_channels
-        for i, h in enumerate(head_channels):
-            head += [nn.Linear(c, h, bias=i > 0), nn.BatchNorm1d(h), nn.LeakyReLU(0.2, inplace=True),
-                     nn.Dropout(dropout)]
-            c = h
-        head.append(nn.Linear(c, num_classes))
-        self.head = nn.Sequential(*head)
+        self.pool, self.head = None, None
+        if pool is not None:
+            if op_class(pool).kind != 'pool':
+                raise ValueError(f'PCTClassifier: pool must be a pool op (points -> class logits), got '
+                                 f'{pool["type"]} of kind {op_class(pool).kind!r}')
+            self.pool = build_attention(dict(pool, num_classes=pool.get('num_classes', num_classes)),
+                                        dim=fuse_channels)
+            if self.pool.num_classes != num_classes:
+                raise ValueError(f'PCTClassifier: pool config sets num_classes={self.pool.num_classes} but the '
+                                 f'model has {num_classes} classes')
+        else:
+            head, c = [], fuse_channels
+            for i, h in enumerate(head_channels):
+                head += [nn.Linear(c, h, bias=i > 0), nn.BatchNorm1d(h), nn.LeakyReLU(0.2, inplace=True),
+                         nn.Dropout(dropout)]
+                c = h
+            head.append(nn.Linear(c, num_classes))
+            self.head = nn.Sequential(*head)
 
-    def features(self, inputs) -> Tensor:
-        """Global feature ``(B, fuse_channels)`` of each cloud."""
+    def point_features(self, inputs) -> tuple[Tensor, Optional[Tensor]]:
+        """Fused per-point features ``(B, N, fuse_channels)`` and their padding mask ``(B, N)``."""
         pos, feat, mask = self.dense_inputs(inputs)
         x = masked_apply(self.embedding, feat, mask)
         for stage in self.neighbor_embedding:
@@ -89,14 +104,22 @@ class PCTClassifier(BasePointModel):
         y = self.encoder(masked_apply(self.encoder_mlp, x, mask), mask)
         if self.concat_input:  # the neighbour-embedding output, before pt_last's own LBRs
             y = torch.cat([y, x], dim=-1)
-        y = masked_apply(self.fuse, y, mask)
-        return masked_max(y, mask)
+        return masked_apply(self.fuse, y, mask), mask
+
+    def features(self, inputs) -> Tensor:
+        """Global feature ``(B, fuse_channels)`` of each cloud (max pooling)."""
+        return masked_max(*self.point_features(inputs))
 
     def logits(self, inputs) -> Tensor:
+        if self.pool is not None:
+            y, mask = self.point_features(inputs)
+            return self.pool(y, mask=mask)
         return self.head(self.features(inputs))
 
-    def predict(self, inputs) -> list:
-        logits = self.logits(inputs)
+    def predict(self, inputs, logits: Optional[Tensor] = None) -> list:
+        """Per cloud ``dict(pred_label, gt_label, logits)``; ``logits`` ``(B, K)`` precomputed
+        (test-time votes) or from :meth:`logits`."""
+        logits = self.logits(inputs) if logits is None else logits
         pred = logits.argmax(-1).cpu()
         gt = getattr(inputs, 'y', None) if not isinstance(inputs, Tensor) else None
         return [dict(pred_label=pred[i], gt_label=None if gt is None else gt.view(-1)[i].cpu(),

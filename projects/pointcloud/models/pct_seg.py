@@ -118,10 +118,12 @@ class PCTSegmentor(BasePointModel):
         allowed = self.allowed_parts[category.long()]
         return scores.masked_fill(~allowed, float('-inf'))
 
-    def predict(self, inputs) -> list:
+    def predict(self, inputs, logits: Optional[Tensor] = None) -> list:
+        """Per cloud ``dict(pred, gt[, category])``; ``logits`` ``(P, K)`` precomputed (test-time
+        votes) or from :meth:`logits`."""
         if getattr(inputs, 'point_idx', None) is not None:
             return self._predict_rooms(inputs)
-        scores = self.logits(inputs)
+        scores = self.logits(inputs) if logits is None else logits
         batch = inputs.batch if inputs.batch is not None else scores.new_zeros(
             scores.shape[0], dtype=torch.long)
         cats = getattr(inputs, 'category', None)
