@@ -214,7 +214,7 @@ def test_tool_on_point_cloud_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     w_qk = torch.linspace(-1, 1, model.encoder.layers[1].attn.qk.weight.numel()).view_as(
-        model.encoder.layers[1].attn.qk.weight) * 0.7
+        model.encoder.layers[1].attn.qk.weight) * 3.0
     with torch.no_grad():
         model.encoder.layers[1].attn.qk.weight.copy_(w_qk)
     ckpt = tmp_path / 'hand.pth'
@@ -292,6 +292,6 @@ def test_tool_on_segmentation_image_file(tmp_path):
     a = a / (a.sum(0, keepdim=True) + 1e-9)
     for m in maps:
         np.testing.assert_allclose(m['values'], a[m['unit']].numpy(), rtol=1e-4, atol=1e-7)
-    masses = [a[m['unit']].sum().item() for m in maps]
-    assert masses == sorted(masses, reverse=True)
+    masses = np.array([a[m['unit']].sum().item() for m in maps])
+    assert (np.diff(masses) <= 1e-6).all()                       # ranked by mass, strongest first
     assert osp.isfile(res[1]['image']) and osp.isfile(tmp_path / 'out' / 'index.html')
