@@ -25,7 +25,9 @@ code changes. One forward pass per sample; what is drawn depends on the op's ``a
 Each panel is scaled from 0 to its own maximum (given in its title). Token grids of a feature map
 are resized bilinearly onto the input image; on a cloud whose attention runs on fewer points
 (sample-and-group stages), each point takes the colour of its nearest attention token. Writes
-PNGs, a coloured PLY per cloud panel (``--no-ply`` to skip), ``index.html``, and prints every path.
+PNGs, the drawn values of each sheet (``<sheet>.npz``, one array per panel, for checking against
+weights recomputed elsewhere), a coloured PLY per cloud panel (``--no-ply`` to skip),
+``index.html``, and prints every path.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 from projects.attention_maps import (AttentionRecorder, focused_queries, select_layers,  # noqa: E402
                                      unit_mass)
+from projects.progress import add_quiet_argument, track  # noqa: E402
 from projects.sheets import Panel, compose_grid, draw_marker, overlay_heatmap, scale_legend, write_index_html  # noqa: E402
 
 CMAP = 'jet'
@@ -80,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument('--up', default='y', choices=['x', 'y', 'z'], help='up axis of the clouds (default y)')
     p.add_argument('--no-ply', action='store_true', help='do not write coloured PLY files')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None, help='override config entries')
+    add_quiet_argument(p)
     args = p.parse_args(argv)
     if args.query and args.query_index:
         p.error('give --query (images) or --query-index (point clouds), not both')
@@ -351,12 +355,25 @@ def unit_sheets(samples: list[Sample], canvases: list[Canvas], args) -> list[dic
 
 
 # --------------------------------------------------------------------------- main
+def save_maps(result: dict) -> str | None:
+    """The drawn maps of a sheet as ``<sheet>.npz`` beside its PNG, one float32 array per panel named
+    ``<layer>.head<h>.query<token>`` or ``<layer>.head<h>.unit<s>`` (the values before colouring)."""
+    if not result['maps']:
+        return None
+    arrays = {f"{m['layer']}.head{m['head']}." + (f"query{m['query']}" if 'query' in m else f"unit{m['unit']}"):
+              np.asarray(m['values'], np.float32) for m in result['maps']}
+    path = osp.splitext(result['image'])[0] + '.npz'
+    np.savez(path, **arrays)
+    return path
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     from tools.visualize_pointcloud import ConfigRunner   # dataset, collate, model and cloud files of a config
     runner = ConfigRunner(args.config, args.checkpoint, args.split, args.cfg_options)
     layers = select_layers(runner.model, args.layer)
-    samples = [run_sample(runner.model, runner.collate, name, s, layers) for name, s in pick_samples(runner, args)]
+    samples = [run_sample(runner.model, runner.collate, name, s, layers)
+               for name, s in track(pick_samples(runner, args), desc='samples', quiet=args.quiet)]
     renderer = None
     if samples[0].points is not None:
         from projects.pointcloud.visualization import build_renderer
@@ -368,6 +385,10 @@ def main(argv=None) -> list[dict]:
             results += query_sheets(sample, canvas, args)
     if any(r.form == 'memory' for r in samples[0].records):
         results += unit_sheets(samples, canvases, args)
+    for r in results:
+        npz = save_maps(r)
+        if npz:
+            r['links'] = {'weights (npz)': npz, **r['links']}
     page = write_index_html(results, osp.join(args.out, 'index.html'),
                             title=f'Attention of {osp.basename(args.config)} ({args.file or args.split})')
     for r in results:

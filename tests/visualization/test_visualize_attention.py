@@ -239,7 +239,11 @@ def test_tool_on_point_cloud_checkpoint(tmp_path, capsys):
     assert m['values'].max() > 5 / len(m['values'])            # the hand-set weights make it peaked
     img = np.asarray(Image.open(res[0]['image']).convert('RGB')).astype(int)
     assert img.std() > 20 and (np.abs(img - np.array(MARK_COLOR)).sum(-1) < 30).sum() > 5
-    (ply,) = res[0]['links'].values()
+    links = dict(res[0]['links'])
+    saved = np.load(links.pop('weights (npz)'))                 # the drawn values, beside the sheet
+    assert saved.files == ['encoder.layers.1.attn.head0.query7']
+    np.testing.assert_array_equal(saved['encoder.layers.1.attn.head0.query7'], m['values'])
+    (ply,) = links.values()
     rec = parse_ply(ply)
     assert len(rec) == 256 and len(np.unique(rgb_of(rec), axis=0)) > 5
     page = (tmp_path / 'out' / 'index.html').read_text()
