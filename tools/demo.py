@@ -106,11 +106,12 @@ def stage_pics(work: Path) -> list[str]:
            '--split', 'val', '--batch', '--num', '8', '--up', 'z', '--out', str(pics / name))
     sh('tools/visualize_segmentation.py', SEG_CONFIG, latest(f'{seg}/iter_*.pth'), '--num', '4',
        '--out', str(pics / 'segmentation'))
-    # attention: EANet's memory units over 4 images; PCT's offset attention for the most and least focused points
+    # attention: EANet's memory units over 4 images; the PCT part demo's offset attention of the most and least
+    # focused points, every layer
     sh('tools/visualize_attention.py', SEG_CONFIG, latest(f'{seg}/iter_*.pth'), '--num', '4', '--units', '6',
        '--out', str(pics / 'attention_segmentation'))
     sh('tools/visualize_attention.py', PC_PARTS_CONFIG, latest(f'{parts}/epoch_*.pth'), '--index', '2', '--up', 'z',
-       '--layer', 'encoder.layers.0.attn', '--out', str(pics / 'attention_pointcloud'))
+       '--out', str(pics / 'attention_pointcloud'))
     sh('tools/analyze_logs.py', str(seg), str(pc), str(parts),
        '--legend', 'eanet-demo-shapes', 'pct-demo-primitives', 'pct-demo-parts', '--out', str(pics / 'curves.png'))
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(str(ROOT / pics / '**' / '*.png'), recursive=True))

@@ -192,6 +192,16 @@ def test_render_values_colours_points_and_marks(two_blobs):
     assert (np.abs(img.astype(int) - np.array(MARK_COLOR)).sum(-1) < 30).sum() > 5
 
 
+def _catch_input(module: nn.Module) -> dict:
+    """``{'x': the first input of the module's first call}``, caught by a hook that changes nothing."""
+    seen = {}
+
+    def hook(mod, args, output):
+        seen.setdefault('x', args[0].detach().clone())
+    module.register_forward_hook(hook)
+    return seen
+
+
 def _offset_rows(x: torch.Tensor, w_qk: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
     """PCT's offset-attention map written out: (N, N) with row j = the weights A_ij over inputs i."""
     q = x[0].double() @ w_qk.double().T
@@ -226,8 +236,7 @@ def test_tool_on_point_cloud_checkpoint(tmp_path, capsys):
                      *opts])
     # the layer's input, caught independently of the tool, and the formula on the checkpoint's weights
     loaded = runtime.build_model(runtime.load_config(PARTS_CFG, {'val_dataloader.dataset.num_samples': 3}), str(ckpt))
-    seen = {}
-    loaded.encoder.layers[1].attn.register_forward_hook(lambda m, a, o: seen.setdefault('x', a[0]))
+    seen = _catch_input(loaded.encoder.layers[1].attn)
     dataset = runtime.build_dataset(runtime.load_config(PARTS_CFG, {'val_dataloader.dataset.num_samples': 3}), 'val')
     with torch.no_grad():
         loaded(**loaded.data_preprocessor(runtime.build_collate(cfg, 'val')([dataset[2]])), mode='tensor')
@@ -285,8 +294,7 @@ def test_tool_on_segmentation_image_file(tmp_path):
     # independently: the block's input and the official double normalisation on the checkpoint's weights
     model = runtime.build_model(runtime.load_config(SEG_CFG), str(ckpt))
     block = model.decode_head.attn.op
-    seen = {}
-    block.register_forward_hook(lambda m, a, o: seen.setdefault('x', a[0]))
+    seen = _catch_input(block)
     data = model.data_preprocessor(dict(inputs=[tool.pack_image(cfg, 'val', str(tmp_path / 'shape.png'))['inputs']]),
                                    False)
     with torch.no_grad():
