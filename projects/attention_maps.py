@@ -58,7 +58,8 @@ def select_layers(model: nn.Module, patterns: Optional[Sequence[str]] = None) ->
     """The attention layers to draw.
 
     ``patterns``: module names (``decode_head.attn.op``), globs (``encoder.layers.*``) or op types
-    (``OffsetAttention``); None: every layer that forms a map. Raises ``ValueError`` for a pattern
+    (``OffsetAttention``); None: every layer that forms a map over positions (the forms
+    ``QUERY_FORMS`` and ``UNIT_FORMS``; gates are left out). Raises ``ValueError`` for a pattern
     that matches no attention layer (listing the layers found, closest first), for a chosen layer
     whose op forms no attention map (naming the op and its kind), and for a model without any.
     """
@@ -66,10 +67,10 @@ def select_layers(model: nn.Module, patterns: Optional[Sequence[str]] = None) ->
     model_name = type(model).__name__
     listing = ', '.join(describe(n, m) for n, m in layers.items()) or 'none'
     if not patterns:
-        chosen = {n: m for n, m in layers.items() if m.attn_form is not None}
+        chosen = {n: m for n, m in layers.items() if m.attn_form in QUERY_FORMS + UNIT_FORMS}
         if not chosen:
-            raise ValueError(f'{model_name} has no attention layer that forms an attention map; '
-                             f'attention layers found: {listing}')
+            raise ValueError(f'{model_name} has no attention layer that forms an attention map over positions '
+                             f'(attn_form in {QUERY_FORMS + UNIT_FORMS}); attention layers found: {listing}')
         return chosen
     chosen = {}
     for pattern in patterns:

@@ -172,9 +172,13 @@ def test_layer_errors_name_what_exists():
         select_layers(model, ['gate.attn'])
     only_gate = nn.Module()
     only_gate.gate = model.gate
-    with pytest.raises(ValueError, match='Module has no attention layer that forms an attention map; attention '
-                                         r'layers found: gate.attn \(SKAttention'):
+    with pytest.raises(ValueError, match='Module has no attention layer that forms an attention map over positions '
+                                         r".*attention layers found: gate.attn \(SKAttention"):
         select_layers(only_gate)
+    model.cbam = OnMap(dict(type='CBAM', reduction=2, kernel_size=3))   # a gate map, broadcast to the input
+    assert list(select_layers(model)) == ['mix.attn']          # gates are left out by default ...
+    with pytest.raises(ValueError, match=r"cbam.attn is CBAM, whose weights are a 'gate' \(broadcast to its input\)"):
+        select_layers(model, ['CBAM'])                         # ... and refused by name
 
 
 def test_render_values_colours_points_and_marks(two_blobs):
