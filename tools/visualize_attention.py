@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -47,7 +47,8 @@ from mmengine.config import DictAction  # noqa: E402
 from projects.attention_maps import (AttentionRecorder, focused_queries, select_layers,  # noqa: E402
                                      unit_mass)
 from projects.progress import add_quiet_argument, track  # noqa: E402
-from projects.sheets import Panel, compose_grid, draw_marker, overlay_heatmap, scale_legend, write_index_html  # noqa: E402
+from projects.sheets import (Panel, compose_grid, draw_marker, overlay_heatmap, scale_legend,  # noqa: E402
+                             write_index_html)
 
 CMAP = 'jet'
 UNIT_COLS = 8       # memory units per row of a sample's unit grid
@@ -71,11 +72,14 @@ def parse_args(argv=None):
     p.add_argument('--file', help='an image, or a point cloud (PLY/PCD/XYZ/TXT/NPY/NPZ/HDF5), instead of the dataset')
     p.add_argument('--file-index', type=int, help='the cloud of an HDF5/NPY batch file')
     p.add_argument('--category', type=int, help='category id of a cloud file for part segmentation models')
-    p.add_argument('--layer', nargs='+', help='attention layers: module names, globs or op types (default: all with a map)')
-    p.add_argument('--query', type=parse_query, nargs='+', metavar='X,Y', help='image queries, pixels of the model input')
+    p.add_argument('--layer', nargs='+',
+                   help='attention layers: module names, globs or op types (default: all with a map)')
+    p.add_argument('--query', type=parse_query, nargs='+', metavar='X,Y',
+                   help='image queries, pixels of the model input')
     p.add_argument('--query-index', type=int, nargs='+', metavar='I', help='point-cloud queries, point indices')
     p.add_argument('--heads', type=int, nargs='+', help='heads to draw (default all)')
-    p.add_argument('--units', type=int, default=8, help='strongest memory units on the sheet across samples (default 8)')
+    p.add_argument('--units', type=int, default=8,
+                   help='strongest memory units on the sheet across samples (default 8)')
     p.add_argument('--out', default='work_dirs/vis_attention', help='output folder')
     p.add_argument('--panel-size', type=int, default=160, help='panel height in pixels (default 160)')
     p.add_argument('--renderer', default='auto', choices=['auto', 'open3d', 'matplotlib'], help='point-cloud renderer')
@@ -101,7 +105,6 @@ class Sample:
     records: list
     image: np.ndarray | None = None       # (H, W, 3) uint8 RGB at the model input's (padded) size
     points: np.ndarray | None = None      # (N, 3) the cloud the model read
-    outputs: list = field(default_factory=list)
 
 
 def is_point_model(model) -> bool:

@@ -24,7 +24,8 @@ SEG_CFG = osp.join(ROOT, 'configs', 'eanet', 'eanet_r18-d8_1xb8-1k_demo-shapes-6
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('visualize_attention', osp.join(ROOT, 'tools', 'visualize_attention.py'))
+    path = osp.join(ROOT, 'tools', 'visualize_attention.py')
+    spec = importlib.util.spec_from_file_location('visualize_attention', path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules['visualize_attention'] = mod
     spec.loader.exec_module(mod)
