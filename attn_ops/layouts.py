@@ -18,7 +18,9 @@ Adapter
 :func:`as_layout` (or :class:`LayoutAdapter`) runs any op on the other layout:
 
 * a token op on a map: ``(B, C, H, W) -> (B, HW, C) -> op -> (B, C, H, W)``; a token op that needs
-  the grid (its ``forward`` takes ``hw=``, e.g. EMSA's key reduction) is given ``hw=(H, W)``;
+  the grid (its ``forward`` takes ``hw=``, e.g. EMSA's key reduction) is given ``hw=(H, W)``, and a
+  point op (its ``forward`` takes ``pos=``, e.g. PointTransformerAttention) is given the pixels'
+  grid coordinates ``pos`` ``(B, HW, 2)`` = (row, col) in pixels (:func:`grid_positions`);
 * a map op on tokens: ``(B, N, C) -> (B, C, H, W) -> op -> (B, N, C)`` with ``H * W == N``;
   ``hw=(H, W)`` is given at construction or per call. Map ops have no notion of padding, so a
   mask with padded tokens is refused.
@@ -165,7 +167,8 @@ class LayoutAdapter(nn.Module):
         self.op = op
         self.layout = layout
         self.hw = tuple(hw) if hw is not None else None
-        self.passes_hw = layout == MAP and 'hw' in inspect.signature(op.forward).parameters
+        takes = inspect.signature(op.forward).parameters if layout == MAP else {}
+        self.passes_hw, self.passes_pos = 'hw' in takes, 'pos' in takes
 
     @property
     def dim(self) -> int:
@@ -194,6 +197,8 @@ class LayoutAdapter(nn.Module):
                 raise ValueError(f'{name}: a map has no padding; got a mask of shape {_shape(mask)}')
             _, _, h, w = x.shape
             grid = dict(hw=(h, w)) if self.passes_hw else {}
+            if self.passes_pos:
+                grid['pos'] = grid_positions((h, w), x.shape[0], dtype=x.dtype, device=x.device)
             out = self.op(map_to_tokens(x), return_attn=return_attn, **grid)
             y, weights = out if return_attn else (out, None)
             y = tokens_to_map(y, (h, w))
@@ -218,6 +223,35 @@ def as_layout(op: nn.Module, layout: str, hw: Optional[Sequence[int]] = None) ->
     if getattr(op, 'layout', None) == layout:
         return op
     return LayoutAdapter(op, layout, hw=hw)
+
+
+def grid_positions(hw: Sequence[int], batch: int = 1, **tensor_kw) -> Tensor:
+    """The (row, col) pixel coordinates of an H x W grid as positions ``(B, H*W, 2)``, row-major
+    (the token order of :func:`map_to_tokens`)."""
+    h, w = int(hw[0]), int(hw[1])
+    tensor_kw.setdefault('dtype', torch.get_default_dtype())
+    rows, cols = torch.meshgrid(torch.arange(h, **tensor_kw), torch.arange(w, **tensor_kw), indexing='ij')
+    return torch.stack([rows, cols], -1).reshape(1, h * w, 2).expand(batch, -1, -1)
+
+
+def takes_positions(op: nn.Module) -> bool:
+    """Whether ``op``'s ``forward`` takes point positions ``pos=`` (point ops)."""
+    return 'pos' in inspect.signature(op.forward).parameters
+
+
+def example_positions(batch: int, tokens: int, dim: int = 3, **tensor_kw) -> Tensor:
+    """Positions ``(B, N, dim)`` in the unit cube for example point tokens: token n sits at
+    ``frac(n * a)`` (a low-discrepancy sequence, ``a_d`` the powers of the inverse of the generalised
+    golden ratio), in every sample. Distinct, well-spread points, and a token keeps its position
+    whatever N is (padding more tokens moves none of the first ones)."""
+    phi = 2.0
+    for _ in range(30):                                 # root of phi^(dim+1) = phi + 1
+        phi = (1.0 + phi) ** (1.0 / (dim + 1))
+    a = torch.tensor([phi ** -(d + 1) for d in range(dim)], dtype=torch.float64)
+    n = torch.arange(1, tokens + 1, dtype=torch.float64).unsqueeze(1)
+    tensor_kw.setdefault('dtype', torch.get_default_dtype())
+    pos = torch.frac(n * a).to(**tensor_kw)
+    return pos.unsqueeze(0).expand(batch, -1, -1)
 
 
 def example_input(layout: str, channels: int, batch: int = 2, tokens: int = 64,

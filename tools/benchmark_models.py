@@ -30,19 +30,22 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
-import time
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
-from attn_ops import ATTENTION
-from attn_ops import point_ops as po
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from attn_ops import ATTENTION  # noqa: E402
+from attn_ops import point_ops as po  # noqa: E402
+from projects import progress  # noqa: E402
+from tools.benchmark_ops import CLOCKS, count_flops, interleaved_ms, sync  # noqa: E402
 MMSEG_PEERS = {  # head -> mmseg's published base config
     'FCNHead': 'fcn_r50-d8.py', 'NLHead': 'nonlocal_r50-d8.py', 'DAHead': 'danet_r50-d8.py',
     'CCHead': 'ccnet_r50-d8.py', 'EMAHead': 'emanet_r50-d8.py', 'ISAHead': 'isanet_r50-d8.py',
@@ -50,29 +53,6 @@ MMSEG_PEERS = {  # head -> mmseg's published base config
 
 
 # ----------------------------------------------------------------------------- measures
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
-                   device: torch.device) -> list[float]:
-    """Median wall time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds;
-    each round runs every function once, so all share the machine's load of that moment."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, times in zip(fns, samples):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(times) for times in samples]
-
-
 def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
     """Peak memory allocated while ``fn`` runs, above what was allocated before, in MiB.
 
@@ -80,11 +60,11 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
     free events in time order (every tensor PyTorch allocates, temporaries inside ops included).
     """
     if device.type == 'cuda':
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         fn()
-        _sync(device)
+        sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -103,10 +83,7 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> Optional[float]:
 
 def gflops(fn: Callable[[], object]) -> float:
     """Forward FLOPs of ``fn`` (matmuls, convolutions, attention) in GFLOP."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops() / 1e9
+    return count_flops(fn) / 1e9
 
 
 class ModelCase:
@@ -137,7 +114,7 @@ def measure_models(cases: list[ModelCase], opts, device: torch.device, tag: str)
 
     A case whose first training step or inference fails gets ``note`` (the error) instead.
     """
-    for i, case in enumerate(cases, 1):
+    for i, case in enumerate(progress.track(cases, desc=f'benchmark {tag}', quiet=opts.quiet), 1):
         try:
             case.train_step()
             case.infer()
@@ -145,11 +122,11 @@ def measure_models(cases: list[ModelCase], opts, device: torch.device, tag: str)
             case.row.update(params=sum(p.numel() for p in case.model.parameters()), gflops=gflops(case.forward))
         except Exception as err:  # noqa: BLE001 - a model that cannot run here is reported, not fatal
             case.row['note'] = f'{type(err).__name__}: {str(err).splitlines()[0][:160]}'
-        print(f'  {tag} [{i}/{len(cases)}] {_line(case.row)}', flush=True)
+        progress.write(f'  {tag} [{i}/{len(cases)}] {_line(case.row)}')
     ok = [c for c in cases if 'note' not in c.row]
     print(f'  {tag} timing {len(ok)} models, {opts.repeats} interleaved rounds', flush=True)
     for key, steps in (('train_ms', [c.train_step for c in ok]), ('infer_ms', [c.infer for c in ok])):
-        for case, ms in zip(ok, interleaved_ms(steps, opts.repeats, opts.warmup, device)):
+        for case, ms in zip(ok, interleaved_ms(steps, opts.repeats, opts.warmup, device, opts.clock)):
             case.row[key] = ms
     for case in ok:
         case.row['peak_mib'] = peak_mib(case.train_step, device)
@@ -487,17 +464,17 @@ def run_point_ops(opts, device: torch.device) -> list[dict]:
     rows = []
     cases = point_op_cases(opts, device)
     print(f'[point_ops] {len(cases)} cases', flush=True)
-    for i, (op, sizes, impls) in enumerate(cases, 1):
+    for i, (op, sizes, impls) in enumerate(progress.track(cases, desc='benchmark point ops', quiet=opts.quiet), 1):
         size = ' '.join(f'{k}={v}' for k, v in sizes.items())
         with torch.no_grad():
-            times = interleaved_ms([fn for _, _, fn in impls], opts.repeats, opts.warmup, device)
+            times = interleaved_ms([fn for _, _, fn in impls], opts.repeats, opts.warmup, device, opts.clock)
             case_rows = [dict(op=op, impl=label, source=source, size=size, time_ms=ms, peak_mib=peak_mib(fn, device))
                          for (label, source, fn), ms in zip(impls, times)]
         peer = next(r for r in case_rows if r['source'] == 'peer')
         for row in case_rows:
             if row is not peer:
                 row.update(_ratios(row, peer, 'peer', ('time_ms', 'peak_mib')))
-            print(f'  [{i}/{len(cases)}] {_line(row)}', flush=True)
+            progress.write(f'  [{i}/{len(cases)}] {_line(row)}')
         rows += case_rows
     return rows
 
@@ -582,7 +559,7 @@ def plot(rows: list[dict], out: Path, name: str, label_key: str, group_key: str,
 
 def write(results: dict, out: Path, opts) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    head = (f'device={opts.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, '
+    head = (f'device={opts.device}, {torch.get_num_threads()} threads, {opts.clock} clock, torch {torch.__version__}, '
             f'median of {opts.repeats} after {opts.warmup} warm-up')
     sections = []
     if 'heads' in results:
@@ -640,9 +617,12 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (CPU)')
+    p.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                   help="wall: elapsed time; cpu: this process's CPU time (CPU only; with --threads 1 on a shared machine)")
     p.add_argument('--device', default='cpu')
     p.add_argument('--quick', action='store_true', help='tiny sizes, one repeat: checks that everything runs')
     p.add_argument('--out', default='work_dirs/benchmark_models')
+    progress.add_quiet_argument(p)
     opts = p.parse_args(argv)
     if opts.quick:
         opts.maps, opts.head_channels = [(1, 32, 8, 8)], 32

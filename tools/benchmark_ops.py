@@ -3,8 +3,9 @@
 For each op and token count N the op is built from config at ``--dim`` channels, fed an input in
 its native layout (maps use the squarest H x W with H*W ~ N), and measured:
 
-* time: median of ``--repeats`` timed runs after warm-up (forward, or forward+backward with
-  ``--backward``), in ms;
+* time: median of ``--repeats`` timed rounds after warm-up (forward, or forward+backward with
+  ``--backward``), in ms; each round runs our op and its peer once, so both share the load of
+  the moment;
 * activation memory: bytes autograd saves for the backward pass (exact and device-agnostic);
   on CUDA also the peak allocated memory of the step;
 * FLOPs: ``torch.utils.flop_counter`` (matmuls, convolutions, SDPA);
@@ -20,7 +21,7 @@ Examples::
     python tools/benchmark_ops.py --ops ExternalAttention MultiHeadAttention --tokens 1024 4096 16384
     python tools/benchmark_ops.py --quick                           # one small size: the demo's op table
     python tools/benchmark_ops.py --ops OffsetAttention --op-kwargs '{"chunk_size": 512}' --backward
-    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 0 \
+    python tools/benchmark_ops.py --linear --dim 64 --batch 1 --backward --repeats 1 --warmup 1 \
         --tokens 16384 65536 262144 1048576 --no-peer       # every O(N) op up to a million tokens
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
@@ -42,7 +44,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from attn_ops import ATTENTION, build_attention  # noqa: E402
-from attn_ops.layouts import MAP, example_input  # noqa: E402
+from attn_ops.layouts import MAP, example_input, example_positions, takes_positions  # noqa: E402
 from projects import progress  # noqa: E402
 
 
@@ -59,8 +61,28 @@ def catalogue_peer(op: nn.Module):
     return None if theirs is None else (theirs, PEERS[type(op).__name__].inputs)
 
 
+class AtPositions(nn.Module):
+    """A point op (its ``forward`` takes ``pos=``) as a one-input module: ``op(x, pos=pos)``."""
+
+    def __init__(self, op: nn.Module, pos: torch.Tensor):
+        super().__init__()
+        self.op = op
+        self.register_buffer('pos', pos, persistent=False)
+
+    def forward(self, x):
+        return self.op(x, pos=self.pos)
+
+
+def example_module(op: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``op`` ready to run on the example input ``x`` alone: point ops get
+    :func:`~attn_ops.layouts.example_positions` for the tokens of ``x``."""
+    if not takes_positions(op):
+        return op
+    return AtPositions(op, example_positions(x.shape[0], x.shape[1], device=x.device))
+
+
 # ----------------------------------------------------------------------------- measures
-def _sync(device):
+def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -72,17 +94,32 @@ def _step(module: nn.Module, args, backward: bool):
     return out
 
 
-def time_ms(module, args, backward, repeats, warmup, device) -> float:
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+
+
+def interleaved_ms(fns: list[Callable[[], object]], repeats: int, warmup: int,
+                   device: torch.device, clock: str = 'wall') -> list[float]:
+    """Median time (ms) of each of ``fns`` over ``repeats`` rounds after ``warmup`` rounds; each
+    round runs every function once, so ours and the peer share the machine's load of that moment.
+
+    ``clock='wall'``: elapsed time. ``clock='cpu'``: CPU time of this process (CPU only; with one
+    thread it does not count the time other jobs hold the cores, so ratios measured on a busy
+    machine stay meaningful; with several threads it also counts their spin-waits)."""
+    if clock == 'cpu' and device.type != 'cpu':
+        raise ValueError(f"clock='cpu' measures CPU time and cannot time work on {device}; use clock='wall'")
+    now = CLOCKS[clock]
     for _ in range(warmup):
-        _step(module, args, backward)
-    samples = []
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        _step(module, args, backward)
-        _sync(device)
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+        for fn, times in zip(fns, samples):
+            sync(device)
+            t0 = now()
+            fn()
+            sync(device)
+            times.append((now() - t0) * 1e3)
+    return [statistics.median(times) for times in samples]
 
 
 def saved_bytes(module, args) -> int:
@@ -108,7 +145,7 @@ def peak_cuda_bytes(module, args, backward, device) -> int | None:
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     _step(module, args, backward)
-    _sync(device)
+    sync(device)
     return torch.cuda.max_memory_allocated(device) - base
 
 
@@ -125,25 +162,31 @@ def _count_cpu_sdpa() -> None:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def flops(module, args) -> int:
-    """Forward FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``)."""
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of matmuls, convolutions and SDPA (``torch.utils.flop_counter``) that ``fn`` runs
+    without autograd."""
     from torch.utils.flop_counter import FlopCounterMode
     _count_cpu_sdpa()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        module(*(a.detach() for a in args))   # forward FLOPs; grad-requiring views trip the tracker
+        fn()
     return counter.get_total_flops()
 
 
-def measure(module, args, opts, device) -> dict:
+def flops(module, args) -> int:
+    """Forward FLOPs of ``module`` on ``args``."""
+    return count_flops(lambda: module(*(a.detach() for a in args)))  # grad-requiring views trip the tracker
+
+
+def measure(module, args, opts, device) -> tuple[dict, Callable[[], object]]:
+    """Memory and FLOPs of ``module`` on ``args``, and the step to time (forward, or forward +
+    backward with ``--backward``)."""
     module.train(opts.backward)
     args = tuple(a.detach().requires_grad_(opts.backward) for a in args)
-    row = dict(time_ms=time_ms(module, args, opts.backward, opts.repeats, opts.warmup, device),
-               act_mib=saved_bytes(module, args) / 2 ** 20,
-               gflops=flops(module, args) / 1e9)
+    row = dict(act_mib=saved_bytes(module, args) / 2 ** 20, gflops=flops(module, args) / 1e9)
     peak = peak_cuda_bytes(module, args, opts.backward, device)
     if peak is not None:
         row['peak_mib'] = peak / 2 ** 20
-    return row
+    return row, lambda: _step(module, args, opts.backward)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -163,25 +206,33 @@ def run(opts) -> list[dict]:
             x = example_input(op.layout, opts.dim, batch=opts.batch, tokens=n, device=device)
             shape = tuple(x.shape)
             try:
-                ours = measure(op, (x,), opts, device)
-            except RuntimeError as err:  # out of memory at large N: report, keep going
+                ours, step = measure(example_module(op, x), (x,), opts, device)
+                step()   # the first warm-up step: fails here (out of memory at large N) before any timing
+            except RuntimeError as err:
                 progress.write(f'{name} N={n}: {err.__class__.__name__}: {str(err).splitlines()[0]}')
                 continue
             label = name + (f'({", ".join(f"{k}={v}" for k, v in opts.op_kwargs.items())})' if opts.op_kwargs else '')
             row = dict(op=label, layout=op.layout, N=x.shape[1] if op.layout != MAP else shape[2] * shape[3],
                        input=str(shape), params=sum(p.numel() for p in op.parameters()), **ours)
+            theirs = None
             peer = None if opts.no_peer else catalogue_peer(op)
             if peer is not None:
                 module, adapt = peer
                 try:
-                    theirs = measure(module.to(device), adapt(x), opts, device)
+                    theirs, peer_step = measure(module.to(device), adapt(x), opts, device)
+                    peer_step()
                 except RuntimeError as err:  # a catalogue module defined for one size only (ViP's S x S)
-                    print(f'{name} N={n}: the catalogue peer cannot run this input: {str(err).splitlines()[0]}')
+                    progress.write(f'{name} N={n}: the catalogue peer cannot run this input: '
+                                   f'{str(err).splitlines()[0]}')
                     theirs = None
-                if theirs is not None:
-                    row.update({f'peer_{k}': v for k, v in theirs.items()})
-                    row['time_ratio'] = ours['time_ms'] / theirs['time_ms']
-                    row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
+            steps = [step] if theirs is None else [step, peer_step]
+            times = interleaved_ms(steps, opts.repeats, max(opts.warmup - 1, 0), device, opts.clock)
+            row['time_ms'] = times[0]
+            if theirs is not None:
+                theirs['time_ms'] = times[1]
+                row.update({f'peer_{k}': v for k, v in theirs.items()})
+                row['time_ratio'] = times[0] / times[1]
+                row['mem_ratio'] = ours['act_mib'] / theirs['act_mib'] if theirs['act_mib'] else float('nan')
             rows.append(row)
             progress.write(_line(row))
     return rows
@@ -214,7 +265,7 @@ def write(rows: list[dict], out: Path, opts) -> None:
         writer.writerows(rows)
     head = (f"device={opts.device} dim={opts.dim} batch={opts.batch} "
             f"{'forward+backward' if opts.backward else 'forward'}, median of {opts.repeats}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n")
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {opts.clock} clock\n\n")
     table = '| ' + ' | '.join(cols) + ' |\n|' + '---|' * len(cols) + '\n'
     table += ''.join('| ' + ' | '.join(_fmt(r.get(c)) for c in cols) + ' |\n' for r in rows)
     (out / 'results.md').write_text(head + table)
@@ -253,9 +304,13 @@ def parse_args(argv=None):
     p.add_argument('--dim', type=int, default=64)
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--repeats', type=int, default=7)
-    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--warmup', type=int, default=2, help='untimed rounds before timing (the first checks that each step runs)')
     p.add_argument('--backward', action='store_true', help='time forward + backward')
     p.add_argument('--device', default='cpu')
+    p.add_argument('--threads', type=int, help='torch intra-op threads (default: torch\'s choice)')
+    p.add_argument('--clock', choices=sorted(CLOCKS), default='wall',
+                   help='wall: elapsed time; cpu: this process\'s CPU time (CPU only; use with --threads 1 '
+                        'on a shared machine)')
     p.add_argument('--no-peer', action='store_true', help='skip the catalogue peer')
     p.add_argument('--quick', action='store_true', help='one small size, 3 repeats (op table)')
     p.add_argument('--op-kwargs', type=json.loads, default={},
@@ -275,6 +330,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     opts = parse_args(argv)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     rows = run(opts)
     write(rows, Path(opts.out), opts)
     return rows

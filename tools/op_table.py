@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from attn_ops import ATTENTION  # noqa: E402
 from attn_ops.layouts import example_input  # noqa: E402
-from tools.benchmark_ops import flops  # noqa: E402
+from tools.benchmark_ops import example_module, flops  # noqa: E402
 
 BEGIN, END = '<!-- OP-TABLE:BEGIN (python tools/op_table.py --write) -->', '<!-- OP-TABLE:END -->'
 REF_DIM, REF_TOKENS = 64, 1024      # reference size: C = 64, N = 1024 tokens (a 32 x 32 map), batch 1
@@ -48,7 +48,7 @@ def cost(cls) -> tuple[int, float]:
     torch.manual_seed(0)
     op = ATTENTION.build(dict(type=cls.__name__, dim=REF_DIM)).eval()
     x = example_input(cls.layout, REF_DIM, batch=1, tokens=REF_TOKENS)
-    return sum(p.numel() for p in op.parameters()), flops(op, (x,)) / 1e6
+    return sum(p.numel() for p in op.parameters()), flops(example_module(op, x), (x,)) / 1e6
 
 
 def row(name: str) -> str:

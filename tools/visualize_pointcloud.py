@@ -5,6 +5,7 @@ A file::
     python tools/visualize_pointcloud.py cloud.ply --out DIR
     python tools/visualize_pointcloud.py ply_data_test0.h5 --index 3 --config CONFIG --out DIR  # class names
     python tools/visualize_pointcloud.py shape.txt --label-column -1 --pred pred.txt --out DIR
+    python tools/visualize_pointcloud.py PRED_DIR/00003.npz --config CONFIG --out DIR  # tools/test.py --out
 
 Samples of a config's dataset, optionally predicted by a checkpoint (one picture per sample,
 plus ``index.html`` and ``contact_sheet.png`` when there are several)::
@@ -15,7 +16,8 @@ plus ``index.html`` and ``contact_sheet.png`` when there are several)::
 A file with ``--config`` and ``--checkpoint`` is predicted too (it goes through the config's test
 pipeline). Pictures are rendered offscreen with open3d, or with matplotlib when open3d cannot create
 a context (a log line names the renderer); ``--show`` also opens an interactive open3d window when a
-display exists. The camera frames the cloud and is the same for every view of a sample.
+display exists. The camera frames the cloud and is the same for every view of a sample. Progress
+bars count the samples in a terminal (``--quiet``: none).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from mmengine.logging import print_log  # noqa: E402
 
 from projects.colors import class_palette, colorize  # noqa: E402
 from projects.pointcloud import visualization as vis  # noqa: E402
+from projects.progress import add_quiet_argument, track, write  # noqa: E402
 from projects.sheets import contact_sheet, write_index_html  # noqa: E402
 
 
@@ -60,6 +63,7 @@ def parse_args(argv=None):
     p.add_argument('--no-ply', action='store_true', help='do not write coloured PLY files')
     p.add_argument('--show', action='store_true', help='also open an interactive window (needs a display)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None, help='override config entries')
+    add_quiet_argument(p)
     args = p.parse_args(argv)
     if args.file is None and args.config is None:
         p.error('give a point-cloud FILE or --config (with --index/--num)')
@@ -139,6 +143,14 @@ def _from_sample(sample) -> tuple[np.ndarray, np.ndarray | None, int | None]:
             None if cat is None else int(to_np(cat).reshape(-1)[0]))
 
 
+def _title(name: str, category: int | None, meta: dict) -> str | None:
+    """``name  |  <category name>`` for a part-segmentation sample, else None (the default title)."""
+    classes = meta.get('classes')
+    if category is None or not classes or not 0 <= category < len(classes):
+        return None
+    return f'{name}  |  {classes[category]}'
+
+
 # --------------------------------------------------------------------------- main
 def show_interactive(points, views) -> None:
     """Open an open3d window with the views side by side (needs a display)."""
@@ -166,33 +178,32 @@ def main(argv=None) -> list[dict]:
     if args.file:
         cloud = vis.read_cloud(args.file, args.index[0] if args.index else None, args.label_column)
         gt = vis.read_labels(args.labels) if args.labels else cloud['labels']
-        pred = vis.read_labels(args.pred) if args.pred else None
+        pred = vis.read_labels(args.pred) if args.pred else cloud['pred']
+        cat = args.category if args.category is not None else cloud['category']
         if runner and runner.model is not None and pred is None:
-            pred = runner.predict(runner.pack(cloud['points'], gt, args.category))
+            pred = runner.predict(runner.pack(cloud['points'], gt, cat))
         stem = osp.splitext(osp.basename(args.file))[0] + (f'_{args.index[0]}' if args.index else '')
-        jobs.append((stem, cloud['points'], cloud['colors'], gt, pred, None))
+        jobs.append((stem, cloud['points'], cloud['colors'], gt, pred, _title(stem, cat, meta)))
     else:
         n = len(runner.dataset)
         indices = args.index if args.index else list(range(min(args.num or 1, n)))
         bad = [i for i in indices if not 0 <= i < n]
         if bad:
             raise IndexError(f'--index {bad} out of range: the {args.split} split has {n} samples')
-        for i in indices:
+        for i in track(indices, desc='loading' + (' + predicting' if runner.model else ''), quiet=args.quiet):
             sample = runner.dataset[i]
             pts, gt, cat = _from_sample(sample)
             pred = runner.predict(sample) if runner.model is not None else None
             name = f'{args.split}_{i:05d}'
-            classes = meta.get('classes')
-            title = f'{name}  |  {classes[cat]}' if cat is not None and classes and cat < len(classes) else None
-            jobs.append((name, pts, None, gt, pred, title))
+            jobs.append((name, pts, None, gt, pred, _title(name, cat, meta)))
     results = []
-    for name, pts, colors, gt, pred, title in jobs:
+    for name, pts, colors, gt, pred, title in track(jobs, desc='rendering', quiet=args.quiet):
         per_point = any(x is not None and x.size == len(pts) and x.size > 1 for x in (gt, pred))
         names = args.classes or (vis.label_names(meta, per_point) if meta else None)
         res = vis.visualize_sample(
             pts, args.out, name, gt=gt, pred=pred, class_names=names, palette=meta.get('palette'),
             colors=colors, renderer=renderer, width=w, height=h, up=args.up, ply=not args.no_ply, title=title)
-        print(f'{name}: {res["image"]}' + ('' if res['accuracy'] is None else f'  (accuracy {100 * res["accuracy"]:.1f}%)'))
+        write(f'{name}: {res["image"]}' + ('' if res['accuracy'] is None else f'  (accuracy {100 * res["accuracy"]:.1f}%)'))
         results.append(res)
         if args.show:
             show_interactive(pts, [colorize(x, class_palette(max(len(names or []), int(max(x.max(), 0)) + 1)))

@@ -16,3 +16,4 @@ from .spatial import BAM, CBAM, CoordAttention, PolarizedSelfAttention, SimAM, T
 from .efficient import (AFTConv, AFTFull, AFTLocal, AFTSimple, EMSA, MobileViTv2Attention, MUSEAttention,  # noqa: F401
                         SimplifiedSelfAttention, UFOAttention)
 from .mixer import GlobalFilter, MobileViTAttention, WeightedPermuteMLP  # noqa: F401
+from .point import PointTransformerAttention  # noqa: F401

@@ -42,6 +42,8 @@ def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float =
 
 
 MAP_BUDGET = 2 ** 26   # elements of a (G, n, S) map the fused path forms at once (256 MiB in float32)
+FUSED_MIN = 2 ** 19    # smaller (G, N, S) maps take the plain two-node path: the fused node's fixed cost
+                       # outweighs its savings there (measured: tools/benchmark_ops.py --clock cpu, README)
 
 
 def _safe_max(m: Tensor) -> Tensor:
@@ -179,11 +181,18 @@ def fused_external(x: Tensor, mk: Tensor, mv: Tensor, mask: Optional[Tensor] = N
 
     Backward keeps the one N x S map while it fits in :data:`MAP_BUDGET` elements and recomputes
     it (in chunks) above; ``recompute=True`` always recomputes (least memory, one more matmul).
+    Maps below :data:`FUSED_MIN` elements (e.g. B = 2, N < 4096, S = 64) run the same formula as
+    two autograd nodes (softmax, then L1), which is faster there and keeps one more N x S map.
     """
-    chunk = max(1, MAP_BUDGET // (x.shape[0] * mk.shape[0]))
     with float32_math(x):
-        out = _FusedExternalAttention.apply(upcast(x), upcast(mk), None if bk is None else upcast(bk), upcast(mv),
-                                            mask, eps, chunk, recompute)
+        x32, mk32, mv32, bk32 = upcast(x), upcast(mk), upcast(mv), None if bk is None else upcast(bk)
+        if recompute or x.shape[0] * x.shape[1] * mk.shape[0] >= FUSED_MIN:
+            chunk = max(1, MAP_BUDGET // (x.shape[0] * mk.shape[0]))
+            out = _FusedExternalAttention.apply(x32, mk32, bk32, mv32, mask, eps, chunk, recompute)
+        else:
+            logits = x32 @ mk32.T if bk32 is None else x32 @ mk32.T + bk32
+            m = mask.unsqueeze(-1) if mask is not None else None
+            out = double_normalize(logits, token_dim=1, unit_dim=2, eps=eps, mask=m) @ mv32.T
     return out.to(x.dtype)
 
 

@@ -1,7 +1,8 @@
 """What every op test shares, so that a family's test file is mostly a table of cases.
 
 * :func:`op_names` / :func:`small_cfg` / :func:`build` / :func:`input_for`: registered ops, their
-  smallest configs, built with non-trivial weights, and inputs in their layout.
+  smallest configs, built with non-trivial weights, and inputs in their layout; :func:`call` runs an
+  op on an input, giving point ops (``forward`` takes ``pos=``) example positions.
 * :class:`Case` + :func:`formula_test` / :func:`gradcheck_test`: an op against its formula written
   out in the family's test file (outputs, input and parameter gradients, attention weights;
   float64 ``gradcheck``).
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from attn_ops import ATTENTION
-from attn_ops.layouts import example_input
+from attn_ops.layouts import example_input, example_positions, takes_positions
 from attn_ops.ops.layers import Scale
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -86,6 +87,16 @@ def input_for(op_or_layout, dim: Optional[int] = None, batch: int = 2, tokens: i
     dim = dim if dim is not None else op_or_layout.dim
     g = torch.Generator().manual_seed(seed)
     return example_input(layout, dim, batch=batch, tokens=tokens, generator=g).to(dtype) * scale
+
+
+def call(op: nn.Module, x: Tensor, **kw):
+    """``op(x, **kw)``; an op whose ``forward`` takes ``pos=`` (a point op) also gets
+    :func:`~attn_ops.layouts.example_positions` for the tokens of ``x`` unless ``kw`` has them (a
+    token keeps its position at any padding, so padded and unpadded runs see the same points)."""
+    if 'pos' not in kw and takes_positions(op):
+        b, n = (x.shape[0], x.shape[1]) if x.dim() >= 2 else (1, x.shape[0])
+        kw['pos'] = example_positions(b, n, device=x.device)
+    return op(x, **kw)
 
 
 def lengths_mask(lengths: Sequence[int], n: int) -> Tensor:
@@ -296,7 +307,8 @@ def zero_rows(y: Tensor, mask: Optional[Tensor]) -> Tensor:
     return y if mask is None else torch.where(mask[:, :, None], y, torch.zeros_like(y))
 
 
-__all__ = ['Case', 'PeerCase', 'as_output', 'assert_formula', 'assert_learns', 'batch_norm_eval', 'build', 'case_ids',
+__all__ = ['Case', 'PeerCase', 'as_output', 'assert_formula', 'assert_learns', 'batch_norm_eval', 'build', 'call',
+           'case_ids',
            'catalogue_diff', 'catalogue_test', 'conv1x1', 'formula_test', 'gradcheck_test', 'input_for',
            'layer_norm', 'lengths_mask', 'linear', 'op_names', 'padded_pair', 'randomize_', 'small_cfg', 'softmax',
            'zero_rows']

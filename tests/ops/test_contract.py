@@ -15,7 +15,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from attn_ops import ATTENTION, ATTN_FORMS, KINDS, AttentionOp, UnknownOpError, as_layout, build_attention
 from attn_ops.layouts import LAYOUTS, map_to_tokens
 from attn_ops.ops.layers import Scale
-from tests.ops.common import as_output, build, input_for, lengths_mask, op_names, padded_pair, small_cfg
+from tests.ops.common import as_output, build, call, input_for, lengths_mask, op_names, padded_pair, small_cfg
 
 ALL = op_names()
 FEATURE_OPS = [n for n in ALL if ATTENTION.get(n).kind != 'pool']   # output shape = input shape
@@ -64,7 +64,7 @@ def test_builds_runs_and_roundtrips_through_config(name, tmp_path):
     cfg = small_cfg(name)
     op = ATTENTION.build(cfg).eval()
     x = input_for(op, tokens=20)
-    y = op(x)
+    y = call(op, x)
     if op.kind != 'pool':
         assert y.shape == x.shape, 'output shape equals input shape'
     path = tmp_path / 'op.py'
@@ -73,7 +73,7 @@ def test_builds_runs_and_roundtrips_through_config(name, tmp_path):
     assert loaded.attn.to_dict() == cfg
     op2 = ATTENTION.build(loaded.attn).eval()
     op2.load_state_dict(op.state_dict())
-    torch.testing.assert_close(op2(x), y)
+    torch.testing.assert_close(call(op2, x), y)
 
 
 @pytest.mark.parametrize('name', ALL)
@@ -118,7 +118,7 @@ def test_build_attention_fills_dim():
 # ----------------------------------------------------------------------------- validation
 def _expect_error(op, x, *needles, **kw):
     with pytest.raises(ValueError) as err:
-        op(x, **kw)
+        call(op, x, **kw)
     msg = str(err.value)
     assert msg.startswith(type(op).__name__), msg
     for needle in needles:
@@ -184,7 +184,7 @@ def test_padding_never_changes_real_tokens(name, train):
     outs = []
     for x, mask in padded_pair(real):
         torch.manual_seed(1)
-        y = op(x, mask=mask)
+        y = call(op, x, mask=mask)
         if op.kind == 'pool':     # one vector per sample: no padded positions to check
             outs.append(list(y))
             continue
@@ -194,7 +194,7 @@ def test_padding_never_changes_real_tokens(name, train):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     if not train:   # and equal to each sample alone, unpadded (train: BN statistics are per batch)
         for r, y in zip(real, outs[0]):
-            torch.testing.assert_close(op(r[None])[0], y, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(call(op, r[None])[0], y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('name', op_names(mask=True))
@@ -202,7 +202,7 @@ def test_all_padding_sample_gives_zeros_and_finite_gradients(name):
     op = _mask_op(name, train=True)
     x = torch.randn(3, 6, 16, requires_grad=True)
     mask = lengths_mask([6, 0, 3], 6)
-    y = op(x, mask=mask)
+    y = call(op, x, mask=mask)
     assert torch.isfinite(y).all() and torch.all(y[1] == 0)
     y.sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -215,13 +215,13 @@ def test_runs_on_both_layouts(name):
     x = input_for('map', 16, tokens=16)
     hw = x.shape[2:]
     for layout, inp in (('map', x), ('tokens', map_to_tokens(x))):
-        assert as_layout(op, layout, hw=hw)(inp).shape == inp.shape
+        assert call(as_layout(op, layout, hw=hw), inp).shape == inp.shape
 
 
 # ----------------------------------------------------------------------------- numerics
 def _finite_step(op, x):
     x = x.detach().requires_grad_()
-    y = as_output(op(x))
+    y = as_output(call(op, x))
     assert torch.isfinite(y.float()).all(), 'non-finite output'
     y.float().square().mean().backward()
     assert torch.isfinite(x.grad).all(), 'non-finite input gradient'
@@ -250,9 +250,9 @@ def test_bf16_autocast_within_tolerance_of_float32_at_1024_tokens(name):
     op = build(small_cfg(name))
     x = input_for(op, batch=1, tokens=1024)
     with torch.no_grad():
-        ref = as_output(op(x)).float()
+        ref = as_output(call(op, x)).float()
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            low = as_output(op(x)).float()
+            low = as_output(call(op, x)).float()
     err = (low - ref).abs().max().item() / ref.abs().max().item()
     assert err <= BF16_TOL, f'{name}: bf16 error {err:.3f} of the float32 output scale'
 
@@ -262,7 +262,7 @@ def test_double_runs_in_float64(name):
     """``.double()`` converts every tensor the op uses: none may live outside parameters and buffers."""
     op = build(small_cfg(name)).double()
     assert all(t.dtype == torch.float64 for t in [*op.parameters(), *op.buffers()] if t.is_floating_point())
-    y = as_output(op(input_for(op, tokens=20, dtype=torch.float64)))
+    y = as_output(call(op, input_for(op, tokens=20, dtype=torch.float64)))
     assert y.dtype == torch.float64 and torch.isfinite(y).all()
 
 
@@ -276,8 +276,8 @@ def test_return_attn_gives_the_fused_output_and_documented_weights(name):
     op = build(small_cfg(name))
     x = input_for(op, tokens=20)
     with torch.no_grad():
-        fused = op(x)
-        out, w = op(x, return_attn=True)
+        fused = call(op, x)
+        out, w = call(op, x, return_attn=True)
     torch.testing.assert_close(out, fused, rtol=1e-5, atol=1e-5)
     n = _tokens_of(op, x)
     assert torch.isfinite(w).all()
@@ -304,7 +304,7 @@ def test_masked_tokens_get_exactly_zero_weight(name):
     x = torch.randn(2, 9, 16)
     mask = lengths_mask([9, 5], 9)
     with torch.no_grad():
-        _, w = op(x, mask=mask, return_attn=True)
+        _, w = call(op, x, mask=mask, return_attn=True)
     if op.attn_form == 'dense':   # no real output takes a padded input; padded outputs take nothing
         assert torch.all(w[1, :, :, 5:] == 0)
         assert op.kind == 'pool' or torch.all(w[1, :, 5:, :] == 0)    # a pool op's outputs are not tokens
@@ -323,7 +323,7 @@ def test_block_with_closed_scales_starts_as_identity(name):
     """A block whose learnable residual scales (``Scale(0)``) all start at zero is the identity."""
     op = ATTENTION.build(small_cfg(name)).eval()
     x = input_for(op, tokens=20)
-    torch.testing.assert_close(op(x), x)
+    torch.testing.assert_close(call(op, x), x)
 
 
 # ----------------------------------------------------------------------------- a light core

@@ -142,9 +142,9 @@ FUSED = [dict(type='ExternalAttention', dim=8, S=6), dict(type='MultiHeadExterna
 
 @pytest.mark.parametrize('cfg', FUSED, ids=lambda c: c['type'])
 def test_fused_chunked_and_recomputed_paths_equal_the_explicit_one(cfg, monkeypatch):
-    """The default (fused) path, the same with the N x S map recomputed, and the chunked path
-    (maps formed a few tokens at a time) all equal the explicit double normalisation, outputs and
-    gradients, with padding."""
+    """The fused node (forced at this small size), the same with the N x S map recomputed, the
+    chunked path (maps formed a few tokens at a time) and the plain two-node path small maps take
+    all equal the explicit double normalisation, outputs and gradients, with padding."""
     from attn_ops.ops import external
     op = build(cfg, torch.float64)
     x = torch.randn(3, 13, 8, dtype=torch.float64, requires_grad=True)
@@ -152,9 +152,11 @@ def test_fused_chunked_and_recomputed_paths_equal_the_explicit_one(cfg, monkeypa
     g = torch.randn(3, 13, 8, dtype=torch.float64)
     ref, _ = op(x, mask=mask, return_attn=True)
     want = torch.autograd.grad((ref * g).sum(), [x, *op.parameters()])
-    variants = [dict(recompute=False), dict(recompute=True), dict(recompute=False, budget=4 * 6 * 2)]
+    variants = [dict(recompute=False), dict(recompute=True), dict(recompute=False, budget=4 * 6 * 2),
+                dict(recompute=False, fused_min=external.FUSED_MIN)]
     for v in variants:
         monkeypatch.setattr(external, 'MAP_BUDGET', v.get('budget', external.MAP_BUDGET))
+        monkeypatch.setattr(external, 'FUSED_MIN', v.get('fused_min', 0))
         op.recompute = v['recompute']
         out = op(x, mask=mask)
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
@@ -163,11 +165,30 @@ def test_fused_chunked_and_recomputed_paths_equal_the_explicit_one(cfg, monkeypa
             torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b, rtol=1e-8, atol=1e-10)
 
 
+def test_fused_node_gradcheck(monkeypatch):
+    """The written-out backward of the fused node against finite differences (float64), with
+    padding and the chunked two-pass form."""
+    from attn_ops.ops import external
+    monkeypatch.setattr(external, 'FUSED_MIN', 0)
+    x = torch.randn(2, 7, 5, dtype=torch.float64, requires_grad=True)
+    mk = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    mv = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    bk = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    mask = lengths_mask([7, 4], 7)
+    for budget in (external.MAP_BUDGET, 2 * 4 * 3):
+        monkeypatch.setattr(external, 'MAP_BUDGET', budget)
+        assert torch.autograd.gradcheck(lambda *t: external.fused_external(t[0], t[1], t[2], mask, bk=t[3]),
+                                        (x, mk, mv, bk))
+
+
 def test_fused_path_keeps_at_most_one_map_for_backward():
     """The explicit path keeps two N x S maps (the softmax and the normalised one, as the
-    catalogue); the fused path one, and none with recompute=True."""
+    catalogue); the fused path, which the op takes by default at this size, one, and none with
+    recompute=True."""
+    from attn_ops.ops.external import FUSED_MIN
     from tools.benchmark_ops import saved_bytes
-    n, s, c = 2048, 32, 16
+    n, s, c = 2 ** 14, 32, 16
+    assert n * s >= FUSED_MIN
     x = torch.randn(1, n, c, requires_grad=True)
     one_map, x_bytes = n * s * 4, n * c * 4
     fused = ATTENTION.build(dict(type='ExternalAttention', dim=c, S=s))

@@ -3,6 +3,7 @@ that shows the SDPA fast path keeps no N x N matrix, tables and plots written. N
 import csv
 
 import pytest
+import torch
 
 from tools import benchmark_ops
 
@@ -45,3 +46,13 @@ def test_backward_mode_on_every_layout(tmp_path):
                                '--no-peer', '--ops', 'OutlookAttention', 'ExternalAttention', '--out', str(tmp_path)])
     assert [r['op'] for r in rows] == ['OutlookAttention', 'ExternalAttention']
     assert all(r['gflops'] > 0 and r['act_mib'] > 0 for r in rows)
+
+
+def test_cpu_clock_ignores_time_the_process_does_not_run():
+    import time
+    nap = lambda: time.sleep(0.05)   # noqa: E731  (off the CPU: the wall clock counts it, the CPU clock not)
+    wall, = benchmark_ops.interleaved_ms([nap], repeats=1, warmup=0, device=torch.device('cpu'), clock='wall')
+    cpu, = benchmark_ops.interleaved_ms([nap], repeats=1, warmup=0, device=torch.device('cpu'), clock='cpu')
+    assert wall >= 50 and cpu < 25
+    with pytest.raises(ValueError, match="clock='cpu'.*cuda"):
+        benchmark_ops.interleaved_ms([nap], repeats=1, warmup=0, device=torch.device('cuda'), clock='cpu')

@@ -11,6 +11,8 @@ import termios
 import numpy as np
 import pytest
 
+from tests.tools.helpers import CLS_CONFIG
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = ('import sys; from projects.progress import track, write\n'
           'quiet = "--quiet" in sys.argv\n'
@@ -85,6 +87,15 @@ TOOLS = {  # tool -> (arguments for a tiny run in tmp, the bar's description)
     'benchmark_ops': (lambda tmp: ['tools/benchmark_ops.py', '--ops', 'ExternalAttention', 'SelfAttention',
                                    '--tokens', '16', '--repeats', '1', '--warmup', '0', '--no-peer',
                                    '--out', str(tmp / 'bench')], 'benchmark'),
+    'benchmark_models': (lambda tmp: ['tools/benchmark_models.py', '--parts', 'point_ops', '--quick',
+                                      '--out', str(tmp / 'bench_models')], 'benchmark point ops'),
+    'browse_dataset': (lambda tmp: ['tools/analysis_tools/browse_dataset.py', os.path.join(ROOT, CLS_CONFIG),
+                                    '--num', '2', '--renderer', 'matplotlib', '--out', str(tmp / 'browse')],
+                       'browse dataset'),
+    'visualize_pointcloud (batch)': (lambda tmp: ['tools/visualize_pointcloud.py', '--config',
+                                                  os.path.join(ROOT, CLS_CONFIG), '--num', '2', '--batch',
+                                                  '--renderer', 'matplotlib', '--no-ply', '--out', str(tmp / 'vis')],
+                                     'rendering'),
 }
 
 

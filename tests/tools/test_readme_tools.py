@@ -36,7 +36,8 @@ def shrink(argv: list[str]) -> list[str]:
                 'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1']
     if tool == 'tools/test.py' and config.startswith('configs/pct'):
         return ['--cfg-options', 'test_dataloader.dataset.num_samples=8']
-    return {'tools/visualize_segmentation.py': ['--num', '2'],
+    return {'tools/analysis_tools/browse_dataset.py': ['--num', '3'],
+            'tools/visualize_segmentation.py': ['--num', '2'],
             'tools/benchmark_ops.py': ['--ops', 'ExternalAttention', '--no-peer'],
             'tools/generate_demo_data.py': ['--num-train', '4', '--num-val', '2']}.get(tool, [])
 
@@ -50,6 +51,7 @@ OUTPUTS = {
     'tools/analysis_tools/get_flops.py': [],     # prints only
     'tools/analysis_tools/confusion_matrix.py': [('work_dirs/eanet_demo_confusion.png', png_is_drawn),
                                                  ('work_dirs/eanet_demo_confusion.csv', None)],
+    'tools/analysis_tools/browse_dataset.py': [('work_dirs/browse_parts/contact_sheet.png', png_is_drawn)],
     'tools/visualize_pointcloud.py': [('work_dirs/vis_pred/00003.png', png_is_drawn)],
     'tools/visualize_segmentation.py': [('work_dirs/vis_seg', None)],
     'tools/visualize_attention.py': [('work_dirs/vis_attn/units_l0_h0.png', png_is_drawn)],

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attn_ops import adds_identity, build_attention
-from attn_ops.layouts import TOKENS, LayoutAdapter, as_layout, masked_apply, zero_padded
+from attn_ops.layouts import TOKENS, LayoutAdapter, as_layout, masked_apply, takes_positions, zero_padded
 from attn_ops.point_ops import farthest_point_sample, gather_points, group_points, knn
 
 
@@ -108,8 +108,9 @@ class AttentionBlock(nn.Module):
     ``mode='none'`` on an ``attention`` op is allowed (no identity); ``offset`` or ``residual`` on a
     ``block`` or ``gate`` op raise (the identity would be added twice). Map ops run on the points
     through the layout adapter as an N x 1 map (equal-size clouds only: a map has no padding).
+    An op whose ``forward`` takes ``pos=`` (PointTransformerAttention) is given the points' positions.
 
-    Shapes: ``x`` (B, N, C), ``mask`` (B, N) -> (B, N, C), zeros at padding.
+    Shapes: ``x`` (B, N, C), ``mask`` (B, N), ``pos`` (B, N, 3) -> (B, N, C), zeros at padding.
     """
 
     MODES = ('auto', 'none', 'offset', 'residual')
@@ -125,9 +126,12 @@ class AttentionBlock(nn.Module):
         else:
             mode = 'none'
         self.mode = mode
+        self.takes_pos = takes_positions(self.attn)
         self.post = LBR(channels, channels, bias=True) if mode != 'none' else None
 
-    def _attend(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    def _attend(self, x: Tensor, mask: Optional[Tensor], pos: Optional[Tensor]) -> Tensor:
+        if self.takes_pos:
+            return self.attn(x, mask=mask, pos=pos)
         if self.attn.supports_mask:
             return self.attn(x, mask=mask)
         if mask is not None and not bool(mask.all()):
@@ -138,8 +142,8 @@ class AttentionBlock(nn.Module):
             return self.attn(x, hw=(x.shape[1], 1))
         return self.attn(x)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        y = self._attend(x, mask)
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, pos: Optional[Tensor] = None) -> Tensor:
+        y = self._attend(x, mask, pos)
         if self.mode == 'none':
             return zero_padded(y, mask)
         z = x - y if self.mode == 'offset' else y
@@ -147,16 +151,16 @@ class AttentionBlock(nn.Module):
 
 
 class AttentionStack(nn.Module):
-    """``num_layers`` attention blocks applied in sequence; returns their outputs concatenated
-    ``(B, N, num_layers * C)`` (PCT's ``pt_last``)."""
+    """``num_layers`` attention blocks applied in sequence (each given the points' ``pos``); returns
+    their outputs concatenated ``(B, N, num_layers * C)`` (PCT's ``pt_last``)."""
 
     def __init__(self, channels: int, num_layers: int, attn_cfg: dict, mode: str = 'auto'):
         super().__init__()
         self.layers = nn.ModuleList(AttentionBlock(attn_cfg, channels, mode) for _ in range(num_layers))
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, pos: Optional[Tensor] = None) -> Tensor:
         outs = []
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, pos)
             outs.append(x)
         return torch.cat(outs, dim=-1)

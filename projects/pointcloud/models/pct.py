@@ -101,7 +101,7 @@ class PCTClassifier(BasePointModel):
         x = masked_apply(self.embedding, feat, mask)
         for stage in self.neighbor_embedding:
             pos, x, mask = stage(pos, x, mask)
-        y = self.encoder(masked_apply(self.encoder_mlp, x, mask), mask)
+        y = self.encoder(masked_apply(self.encoder_mlp, x, mask), mask, pos)
         if self.concat_input:  # the neighbour-embedding output, before pt_last's own LBRs
             y = torch.cat([y, x], dim=-1)
         return masked_apply(self.fuse, y, mask), mask

@@ -98,7 +98,7 @@ class PCTSegmentor(BasePointModel):
         pos, feat, mask = self.dense_inputs(inputs)
         b, n, _ = feat.shape
         x = masked_apply(self.embedding, feat, mask)
-        x = masked_apply(self.fuse, self.encoder(x, mask), mask)
+        x = masked_apply(self.fuse, self.encoder(x, mask, pos), mask)
         glob = [masked_max(x, mask), masked_mean(x, mask)]
         if self.num_categories:
             glob.append(self.category_embedding(self._category(inputs, b, x.device)))

@@ -40,14 +40,16 @@ def _pick(rows: np.ndarray, index: int | None, path: str) -> np.ndarray:
 
 
 def read_cloud(path: str, index: int | None = None, label_column: int | None = None) -> dict:
-    """Read a point cloud file into ``dict(points (N, 3), colors (N, 3) uint8 or None, labels or None)``.
+    """Read a point cloud file into ``dict(points (N, 3), colors (N, 3) uint8 or None, labels, pred,
+    category)`` (``labels``: the ground truth; ``pred``/``category``: from prediction files; None when absent).
 
     * ``.ply`` / ``.pcd``: through open3d (points and colours);
     * ``.xyz`` / ``.txt`` / ``.pts``: whitespace- or comma-separated columns, x y z first
       (ModelNet40 ``*_normal_resampled`` and ShapeNetPart files); ``label_column`` picks a label
       column (ShapeNetPart: ``-1``, the part id);
     * ``.npy``: (N, >=3) or (B, N, >=3) with ``index``; ``.npz``: ``points``/``pos``/``data`` and
-      optional ``labels``/``seg``/``pid``/``label``;
+      optional ``labels``/``seg``/``pid``/``label``, ``pred`` and ``category`` (the prediction files
+      of ``tools/test.py --out``, :mod:`projects.pointcloud.predictions`);
     * ``.h5`` / ``.hdf5``: the ModelNet40 / ShapeNetPart HDF5 layout, read by the datasets'
       :func:`~projects.pointcloud.datasets.read_h5_clouds`; ``index`` selects the sample, whose
       labels are its ``pid`` (part labels) if present, else its ``label``.
@@ -55,7 +57,7 @@ def read_cloud(path: str, index: int | None = None, label_column: int | None = N
     if not osp.isfile(path):
         raise FileNotFoundError(f'point cloud file not found: {path}')
     suffix = osp.splitext(path)[1].lower()
-    colors = labels = None
+    colors = labels = pred = category = None
     if suffix in ('.ply', '.pcd'):
         from projects.compat.open3d import import_open3d
         cloud = import_open3d().io.read_point_cloud(path)
@@ -95,6 +97,7 @@ def read_cloud(path: str, index: int | None = None, label_column: int | None = N
                 lab = np.asarray(extra[key])
                 labels = lab[index] if index is not None and lab.ndim >= 1 and lab.shape[0] != len(points) else lab
                 break
+        pred, category = extra.get('pred'), extra.get('category')
     elif suffix in ('.h5', '.hdf5'):
         arrays = read_h5_clouds(path, index)
         points = _pick(arrays['data'], index, path)[:, :3]
@@ -102,8 +105,9 @@ def read_cloud(path: str, index: int | None = None, label_column: int | None = N
         labels = None if key is None else arrays[key]
     else:
         raise ValueError(f'{path}: unknown point-cloud suffix {suffix!r}; expected one of {CLOUD_SUFFIXES}')
-    return dict(points=np.asarray(points, np.float64), colors=colors,
-                labels=None if labels is None else np.asarray(labels).astype(np.int64).reshape(-1))
+    as_labels = (lambda x: None if x is None else np.asarray(x).astype(np.int64).reshape(-1))
+    return dict(points=np.asarray(points, np.float64), colors=colors, labels=as_labels(labels),
+                pred=as_labels(pred), category=None if category is None else int(as_labels(category)[0]))
 
 
 def read_labels(path: str) -> np.ndarray:
