@@ -12,6 +12,7 @@ import numpy as np
 IGNORE_COLOR = (60, 60, 60)   # labels outside the palette (ignore index, unlabelled)
 RIGHT_COLOR = (190, 190, 190)
 WRONG_COLOR = (230, 30, 30)
+MARK_COLOR = (255, 0, 255)     # a marked point (the query of an attention map); absent from 'jet'
 _TAB20_ORDER = [0, 2, 4, 8, 10, 12, 16, 18, 1, 3, 5, 9, 11, 13, 17, 19, 6, 7, 14, 15]
 
 

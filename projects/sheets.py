@@ -8,6 +8,8 @@ The building blocks:
 * :func:`grid_figure` / :func:`compose_grid` -- rows of panels, a title on top and the legend
   below, as a matplotlib ``Figure`` or written to a PNG;
 * :func:`overlay_heatmap` -- a scalar map (an attention map, a saliency map) blended over an image;
+* :func:`draw_marker` -- a ring around one pixel (the query of an attention map);
+* :func:`scale_legend` -- legend entries for the colours of a scalar map, low to high;
 * :func:`contact_sheet` and :func:`write_index_html` -- many PNGs in one grid PNG / one HTML page.
 
 The segmentation sheet (image | ground truth | prediction, one row per image) and the
@@ -24,11 +26,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from projects.colors import scalar_colors
+from projects.colors import MARK_COLOR, scalar_colors
 
 LegendEntry = tuple[str, Sequence[int]]   # (name, (r, g, b) in 0-255)
 DPI = 100
 TITLE_H = 0.35      # inches above each row of panels, for the panel titles
+TITLE_LINE_H = 0.17  # inches more per extra line of the longest panel title of a row
 SUPTITLE_H = 0.3    # inches above everything, for the sheet title
 LEGEND_ROW_H = 0.22  # inches per row of legend entries (plus 0.1 below)
 LEGEND_ENTRY_W = 130  # pixels of sheet width per legend column
@@ -78,7 +81,8 @@ def grid_figure(rows: Sequence[Sequence[Panel]], *, legend: Sequence[LegendEntry
         legend_cols: columns of the legend (default: one per 130 pixels of sheet width).
 
     Images keep their aspect ratio inside their cell and are drawn with nearest-pixel
-    interpolation (label maps stay crisp). The figure is ``DPI`` = 100 dots per inch.
+    interpolation (label maps stay crisp). A row whose titles run over several lines (``\n``) is
+    ``TITLE_LINE_H`` taller per extra line. The figure is ``DPI`` = 100 dots per inch.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -103,12 +107,12 @@ def grid_figure(rows: Sequence[Sequence[Panel]], *, legend: Sequence[LegendEntry
         legend_rows = math.ceil(len(legend) / legend_cols)
     top = SUPTITLE_H if title else 0.0
     bottom = 0.1 + LEGEND_ROW_H * legend_rows
-    row_h = ch / DPI + TITLE_H
-    fig_w, fig_h = width_px / DPI, top + len(rows) * row_h + bottom
+    row_h = [ch / DPI + TITLE_H + TITLE_LINE_H * max(p.title.count('\n') for p in row) for row in rows]
+    fig_w, fig_h = width_px / DPI, top + sum(row_h) + bottom
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI, facecolor='white')
     FigureCanvasAgg(fig)
     for i, row in enumerate(rows):
-        y0 = fig_h - top - (i + 1) * row_h   # bottom of the row's images, in inches
+        y0 = fig_h - top - sum(row_h[:i + 1])   # bottom of the row's images, in inches
         for j, panel in enumerate(row):
             x0 = (margin + j * (cw + gap)) / DPI
             ax = fig.add_axes((x0 / fig_w, y0 / fig_h, cw / DPI / fig_w, ch / DPI / fig_h))
@@ -155,6 +159,35 @@ def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cma
         heat = np.asarray(Image.fromarray(np.ascontiguousarray(heat)).resize((w, h), Image.BILINEAR))
     colour = scalar_colors(heat, cmap, vmin, vmax).astype(np.float64)
     return np.round((1 - alpha) * img.astype(np.float64) + alpha * colour).astype(np.uint8)
+
+
+def draw_marker(image: np.ndarray, xy: Sequence[float], color: Sequence[int] = MARK_COLOR,
+                radius: float | None = None) -> np.ndarray:
+    """A copy of ``image`` (H, W, 3) uint8 with a ring and a dot at pixel ``xy`` = (x right, y down)
+    in ``color`` over a black outline, so that it shows on any heatmap. ``radius`` defaults to
+    3% of the image's smaller side (at least 4 pixels)."""
+    from PIL import Image, ImageDraw
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'image must be (H, W, 3) RGB, got shape {img.shape}')
+    r = radius if radius is not None else max(4.0, 0.03 * min(img.shape[:2]))
+    x, y = float(xy[0]), float(xy[1])
+    width = max(2, round(r / 3))
+    pil = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8))
+    draw = ImageDraw.Draw(pil)
+    color = tuple(int(c) for c in color)
+    draw.ellipse((x - r, y - r, x + r, y + r), outline=(0, 0, 0), width=width + 2)
+    draw.ellipse((x - r + 1, y - r + 1, x + r - 1, y + r - 1), outline=color, width=width)
+    d = max(1.5, r / 4)
+    draw.ellipse((x - d, y - d, x + d, y + d), fill=color, outline=(0, 0, 0))
+    return np.asarray(pil)
+
+
+def scale_legend(cmap: str = 'jet', labels: Sequence[str] = ('low', 'high')) -> list[LegendEntry]:
+    """Legend entries naming colours of ``cmap`` spread evenly from its low to its high end."""
+    stops = np.linspace(0.0, 1.0, len(labels))
+    colours = scalar_colors(stops, cmap, 0.0, 1.0)
+    return [(name, tuple(int(v) for v in c)) for name, c in zip(labels, colours)]
 
 
 def contact_sheet(image_files: Sequence[str], out_file: str, cols: int = 2, thumb_width: int = 600,

@@ -6,7 +6,8 @@ Stages (``--stages`` picks some, in this order):
 ``seg``   generate the synthetic shapes dataset (ADE20K layout) if absent, train the EANet demo
           config with tools/train.py, evaluate with tools/test.py (mIoU table, overlays);
 ``pc``    train the PCT demo on synthetic primitives with tools/train.py, evaluate with tools/test.py;
-``pics``  point-cloud renders (GT | prediction | error), the segmentation sheet, training curves.
+``pics``  point-cloud renders (GT | prediction | error), the segmentation sheet, attention maps of
+          both domains (``tools/visualize_attention.py``), training curves.
 
 Every stage runs the same tools a researcher would run by hand, and each command is printed.
 Usage: ``python tools/demo.py [--work-dir work_dirs/demo] [--stages ops seg pc pics]``.
@@ -105,6 +106,12 @@ def stage_pics(work: Path) -> list[str]:
            '--split', 'val', '--batch', '--num', '8', '--up', 'z', '--out', str(pics / name))
     sh('tools/visualize_segmentation.py', SEG_CONFIG, latest(f'{seg}/iter_*.pth'), '--num', '4',
        '--out', str(pics / 'segmentation'))
+    # attention: EANet's memory units over 4 images; the PCT part demo's offset attention of the most and least
+    # focused points, every layer
+    sh('tools/visualize_attention.py', SEG_CONFIG, latest(f'{seg}/iter_*.pth'), '--num', '4', '--units', '6',
+       '--out', str(pics / 'attention_segmentation'))
+    sh('tools/visualize_attention.py', PC_PARTS_CONFIG, latest(f'{parts}/epoch_*.pth'), '--index', '2', '--up', 'z',
+       '--out', str(pics / 'attention_pointcloud'))
     sh('tools/analyze_logs.py', str(seg), str(pc), str(parts),
        '--legend', 'eanet-demo-shapes', 'pct-demo-primitives', 'pct-demo-parts', '--out', str(pics / 'curves.png'))
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(str(ROOT / pics / '**' / '*.png'), recursive=True))

@@ -54,6 +54,7 @@ OUTPUTS = {
     'tools/analysis_tools/browse_dataset.py': [('work_dirs/browse_parts/contact_sheet.png', png_is_drawn)],
     'tools/visualize_pointcloud.py': [('work_dirs/vis_pred/00003.png', png_is_drawn)],
     'tools/visualize_segmentation.py': [('work_dirs/vis_seg', None)],
+    'tools/visualize_attention.py': [('work_dirs/vis_attn/units_l0_h0.png', png_is_drawn)],
     'tools/analyze_logs.py': [('work_dirs/eanet_demo_curves.png', png_is_drawn)],
     'tools/benchmark_ops.py': [('work_dirs/benchmark_ops/results.md', None)],
     'tools/generate_demo_data.py': [('data/demo_shapes/images/validation/00001.png', None)],

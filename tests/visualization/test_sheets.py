@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from projects.sheets import (DPI, LEGEND_ROW_H, SUPTITLE_H, TITLE_H, Panel, compose_grid, contact_sheet,
-                             grid_figure, label_legend, overlay_heatmap, write_index_html)
+from projects.colors import MARK_COLOR, scalar_colors
+from projects.sheets import (DPI, LEGEND_ROW_H, SUPTITLE_H, TITLE_H, TITLE_LINE_H, Panel, compose_grid, contact_sheet,
+                             draw_marker, grid_figure, label_legend, overlay_heatmap, scale_legend, write_index_html)
 
 RED, GREEN, BLUE, YELLOW = (200, 30, 30), (30, 160, 60), (40, 60, 220), (230, 200, 20)
 
@@ -99,6 +100,32 @@ def test_overlay_heatmap_resizes_bilinearly():
         overlay_heatmap(image, heat[None])
     with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\], got 1.5'):
         overlay_heatmap(image, heat, alpha=1.5)
+
+
+def test_multiline_titles_make_their_row_taller(tmp_path):
+    one = _png(compose_grid([[Panel(_solid(RED), 'a')], [Panel(_solid(BLUE), 'b')]], str(tmp_path / '1.png')))
+    two = _png(compose_grid([[Panel(_solid(RED), 'a\nmax 3')], [Panel(_solid(BLUE), 'b')]], str(tmp_path / '2.png')))
+    assert two.shape[0] == one.shape[0] + round(DPI * TITLE_LINE_H)
+    y1 = round(DPI * (2 * TITLE_H + TITLE_LINE_H) + 40)      # the second row's image starts below both titles
+    assert (two[y1 + 2:y1 + 38, 2:58] == BLUE).all()
+
+
+def test_draw_marker_rings_the_pixel():
+    img = draw_marker(_solid((0, 0, 255), 60, 80), (30, 20), radius=8)
+    mark = (np.abs(img.astype(int) - MARK_COLOR).sum(-1) < 10)
+    ys, xs = np.nonzero(mark)
+    assert mark.sum() > 30 and abs(xs.mean() - 30) < 1 and abs(ys.mean() - 20) < 1
+    assert xs.min() >= 30 - 8 and xs.max() <= 30 + 8
+    assert (img[:, 50:] == (0, 0, 255)).all()                  # untouched away from the ring
+    assert (img[20, 30 - 8] == 0).all()                        # a black outline around the ring
+    with pytest.raises(ValueError, match=r'image must be \(H, W, 3\) RGB, got shape \(4, 4\)'):
+        draw_marker(np.zeros((4, 4)), (1, 1))
+
+
+def test_scale_legend_spans_the_colour_map():
+    entries = scale_legend('jet', ('0', 'mid', 'max'))
+    assert [name for name, _ in entries] == ['0', 'mid', 'max']
+    assert [c for _, c in entries] == [tuple(c) for c in scalar_colors(np.array([0, 0.5, 1.0]), 'jet', 0, 1)]
 
 
 def test_contact_sheet_tiles_images(tmp_path):

@@ -1,7 +1,8 @@
 """The picture of one cloud: ground truth | prediction | errors under one camera, with a legend.
 
 :func:`visualize_sample` renders the views that its inputs allow, composes them with
-:func:`projects.sheets.compose_grid` and writes a coloured PLY per view.
+:func:`projects.sheets.compose_grid` and writes a coloured PLY per view. :func:`render_values`
+renders a cloud coloured by a scalar per point (attention weights) with marked points.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from projects.colors import RIGHT_COLOR, WRONG_COLOR, class_palette, colorize, error_colors, scalar_colors
-from projects.sheets import Panel, compose_grid, label_legend
+from projects.sheets import Panel, compose_grid, draw_marker, label_legend
 
 from .camera import UP_AXES, Camera, frame_camera
 from .cloud_io import check_cloud, write_ply
@@ -22,6 +23,27 @@ def height_colors(points: np.ndarray, up: str = 'y') -> np.ndarray:
     """(N, 3) uint8 colours of ``points`` (N, 3) by height along the ``up`` axis (viridis), for a
     cloud without labels."""
     return scalar_colors(np.asarray(points, np.float64) @ np.asarray(UP_AXES[up]), 'viridis')
+
+
+def render_values(points: np.ndarray, values: np.ndarray, renderer, camera: Camera, *, cmap: str = 'jet',
+                  vmin: float | None = None, vmax: float | None = None,
+                  marks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``points`` (N, 3) coloured by the scalars ``values`` (N,) (:func:`projects.colors.scalar_colors`
+    with ``cmap``, ``vmin``/``vmax``) and seen by ``camera``; each world point of ``marks`` (M, 3)
+    is ringed by :func:`projects.sheets.draw_marker` at its projection, drawn on top (visible through
+    the cloud). Returns ``(image (H, W, 3) uint8, colours (N, 3) uint8)``."""
+    points = np.asarray(points, np.float64)
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.shape[0] != len(points):
+        raise ValueError(f'values has {values.shape[0]} entries for {len(points)} points')
+    colors = scalar_colors(values, cmap, vmin, vmax)
+    image = renderer.render(points, colors, camera)
+    if marks is not None:
+        uv, depth = camera.project(np.asarray(marks, np.float64).reshape(-1, 3))
+        for (u, v), z in zip(uv, depth):
+            if z > 0:
+                image = draw_marker(image, (u, v))
+    return image, colors
 
 
 def label_names(metainfo: dict, per_point: bool) -> list[str] | None:
