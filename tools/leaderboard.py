@@ -241,7 +241,8 @@ class _Loss(nn.Module):
 def run_one(job: tuple) -> dict:
     """One (task, op, cfg) run on one thread; failures become a row with ``error`` set."""
     task, name, cfg = job
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # restored below: an in-process run (--jobs 1) leaves the caller's setting
     cls = ATTENTION.get(name)
     row = dict(task=task, op=name, kind=cls.kind if cls else 'baseline', layout=cls.layout if cls else 'map',
                metric=METRIC[task], iters=cfg['iters'], error='')
@@ -251,6 +252,8 @@ def run_one(job: tuple) -> dict:
     except Exception as e:  # noqa: BLE001  (one op's failure must not stop the board)
         row['error'] = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
         traceback.print_exc()
+    finally:
+        torch.set_num_threads(threads)
     row['wall_s'] = time.perf_counter() - start
     return row
 

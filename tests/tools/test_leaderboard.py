@@ -46,7 +46,9 @@ def _table(path):
 
 
 def test_quick_run_writes_the_board_and_is_the_same_for_any_jobs(tmp_path):
+    torch.set_num_threads(2)
     rows = leaderboard.main(['--quick', '--out', str(tmp_path / 'one')])
+    assert torch.get_num_threads() == 2     # the in-process run (one thread) leaves the caller's setting
     assert [(r['task'], r['op']) for r in rows] == [('seg', 'FCNHead'), ('seg', 'ExternalAttention'),
                                                     ('pc', 'ExternalAttention')]
     assert not any(r['error'] for r in rows), [r['error'] for r in rows]
