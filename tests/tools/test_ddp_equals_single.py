@@ -45,6 +45,7 @@ def _first_step_gradients(tmp_path, base, body, imports, options, batch_size):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_segmentation_ddp_gradients_equal_one_process(tmp_path, demo_shapes):
     body = ('train_dataloader = dict(dataset=dict(pipeline={{_base_.test_pipeline}}))\n'
             'model = dict(decode_head=dict(dropout_ratio=0.0), auxiliary_head=dict(dropout_ratio=0.0))')
@@ -55,6 +56,7 @@ def test_segmentation_ddp_gradients_equal_one_process(tmp_path, demo_shapes):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_pointcloud_ddp_gradients_equal_one_process(tmp_path):
     body = ('train_dataloader = dict(dataset=dict(pipeline={{_base_.test_pipeline}}, num_samples=8))\n'
             'model = dict(dropout=0.0)\ntrain_cfg = dict(max_epochs=1, val_interval=100)')

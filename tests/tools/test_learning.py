@@ -41,6 +41,7 @@ def _iou_sums(pred: np.ndarray, gt: np.ndarray, k: int):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_segmentation_demo_learns_beyond_chance(tmp_path):
     root = generate(str(tmp_path / 'shapes'), num_train=64, num_val=16, size=32, seed=7)
     options = {f'{k}.dataset.data_root': root for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')}

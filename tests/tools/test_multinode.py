@@ -80,6 +80,7 @@ def _weights(path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_two_nodes_train_and_test_like_one_process(tmp_path, data_root):
     data = [f'{k}.dataset.data_root={data_root}' for k in ('test_dataloader', 'train_dataloader', 'val_dataloader')]
     cfg = osp.join(ROOT, CONFIG)

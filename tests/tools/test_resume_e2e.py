@@ -77,6 +77,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(seg_runs, tmp_pa
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_pointcloud_resume_after_sigkill_equals_uninterrupted(tmp_path):
     full = train(PC_CONFIG, tmp_path / 'full', *PC)
     killer = child_config(tmp_path / 'kill.py', PC_CONFIG, f"custom_hooks = [dict(type='KillAtIterHook', at={PC_KILL})]",
