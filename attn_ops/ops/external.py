@@ -37,8 +37,8 @@ def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float =
         attn = attn.softmax(dim=token_dim)
         if mask is not None:
             attn = attn.masked_fill(~mask, 0.0)
-        attn = attn / (attn.sum(dim=unit_dim, keepdim=True) + eps)
-    return attn.to(logits.dtype)
+        attn = attn / attn.sum(dim=unit_dim, keepdim=True).add_(eps)
+    return attn if attn.dtype == logits.dtype else attn.to(logits.dtype)
 
 
 MAP_BUDGET = 2 ** 26   # elements of a (G, n, S) map the fused path forms at once (256 MiB in float32)
@@ -190,10 +190,9 @@ def fused_external(x: Tensor, mk: Tensor, mv: Tensor, mask: Optional[Tensor] = N
             chunk = max(1, MAP_BUDGET // (x.shape[0] * mk.shape[0]))
             out = _FusedExternalAttention.apply(x32, mk32, bk32, mv32, mask, eps, chunk, recompute)
         else:
-            logits = x32 @ mk32.T if bk32 is None else x32 @ mk32.T + bk32
             m = mask.unsqueeze(-1) if mask is not None else None
-            out = double_normalize(logits, token_dim=1, unit_dim=2, eps=eps, mask=m) @ mv32.T
-    return out.to(x.dtype)
+            out = F.linear(double_normalize(F.linear(x32, mk32, bk32), token_dim=1, unit_dim=2, eps=eps, mask=m), mv32)
+    return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
 @ATTENTION.register_module()
