@@ -56,3 +56,19 @@ def test_cpu_clock_ignores_time_the_process_does_not_run():
     assert wall >= 50 and cpu < 25
     with pytest.raises(ValueError, match="clock='cpu'.*cuda"):
         benchmark_ops.interleaved_ms([nap], repeats=1, warmup=0, device=torch.device('cuda'), clock='cpu')
+
+
+def test_interleaved_rounds_rotate_the_order_and_keep_each_functions_times():
+    import time
+    calls = []
+
+    def step(name, seconds):
+        def run():
+            calls.append(name)
+            time.sleep(seconds)
+        return run
+
+    fast, slow = benchmark_ops.interleaved_ms([step('a', 0.0), step('b', 0.03)], repeats=4, warmup=0,
+                                              device=torch.device('cpu'), clock='wall')
+    assert calls == ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a']     # no function always goes first
+    assert fast < 10 and slow >= 30                              # each median is its own function's
