@@ -505,12 +505,15 @@ class ACmix(AttentionOp):
             self.rate1.fill_(0.5)
             self.rate2.fill_(0.5)
 
-    def _windows(self, t: Tensor) -> Tensor:
-        """(M, d, H, W) -> (M, d, K_a^2, H, W): each position's reflect-padded K_a x K_a window."""
-        m, d, h, w = t.shape
+    def _shifted(self, t: Tensor) -> list[Tensor]:
+        """(M, d, H, W) -> the K_a^2 views ``t[p + o]`` of its reflect-padded copy, offsets ``o``
+        row-major (``F.unfold``'s order). Views of one padded tensor: the window is never
+        materialised K_a^2 times, so what autograd keeps grows as (d + K_a^2) per position, not
+        d K_a^2 (the difference between a 256 x 256 map and a 1024 x 1024 one on 24 GiB)."""
+        h, w = t.shape[-2:]
         pad, k = self.kernel_att // 2, self.kernel_att
         t = t.index_select(2, _reflect_index(h, pad, t.device)).index_select(3, _reflect_index(w, pad, t.device))
-        return F.unfold(t, k).view(m, d, k * k, h, w)
+        return [t[..., i:i + h, j:j + w] for i in range(k) for j in range(k)]
 
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
@@ -521,12 +524,17 @@ class ACmix(AttentionOp):
                                           torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype),
                                           indexing='xy'))                   # (2, H, W): x then y
         pe = self.conv_p(grid.unsqueeze(0))                                   # (1, d, H, W)
-        q_att = q.reshape(b * heads, d, h, w) * d ** -0.5
-        rel = self._windows(k.reshape(b * heads, d, h, w)) + (pe.unsqueeze(2) - self._windows(pe))
-        with float32_math(x):
-            weights = (upcast(q_att).unsqueeze(2) * upcast(rel)).sum(dim=1).softmax(dim=1)   # (Bh, K_a^2, H, W)
-        weights = weights.to(v.dtype)
-        out_att = (weights.unsqueeze(1) * self._windows(v.reshape(b * heads, d, h, w))).sum(dim=2).view(b, c, h, w)
+        with float32_math(x):       # q . (k_{p+o} + pe_p - pe_{p+o}), one offset at a time
+            q_att, pe32 = upcast(q.reshape(b * heads, d, h, w)) * d ** -0.5, upcast(pe)
+            keys, pes = self._shifted(upcast(k.reshape(b * heads, d, h, w))), self._shifted(pe32)
+            logits = torch.stack([(q_att * k_o).sum(dim=1) - (q_att * pe_o).sum(dim=1) for k_o, pe_o in zip(keys, pes)],
+                                 dim=1) + (q_att * pe32).sum(dim=1, keepdim=True)
+            weights = logits.softmax(dim=1).to(v.dtype)                       # (Bh, K_a^2, H, W)
+        out_att = None
+        for o, v_o in enumerate(self._shifted(v.reshape(b * heads, d, h, w))):
+            term = weights[:, o:o + 1] * v_o
+            out_att = term if out_att is None else out_att + term
+        out_att = out_att.view(b, c, h, w)
         shifted = self.fc(torch.cat([t.reshape(b, heads, d, h * w) for t in (q, k, v)], dim=1))  # (B, K_c^2, d, N)
         out_conv = self.dep_conv(shifted.transpose(1, 2).reshape(b, -1, h, w))
         out = self.rate1 * out_att + self.rate2 * out_conv
