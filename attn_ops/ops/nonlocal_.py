@@ -58,6 +58,34 @@ def _scatter_windows(weights: Tensor, src: Tensor, valid: Tensor, n: int) -> Ten
     return dense.view(*weights.shape[:2], n, n)
 
 
+def _reflect_index(n: int, pad: int, device) -> Tensor:
+    """Indices of a length-``n`` axis reflect-padded by ``pad`` on both sides (without repeating
+    the edge, as ``ReflectionPad2d``), folding back as often as needed so any ``pad`` works,
+    ``n = 1`` included."""
+    idx = torch.arange(-pad, n + pad, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = idx.remainder(period)
+    return torch.where(idx < n, idx, period - idx)
+
+
+def _window_views(t: Tensor, kernel_size: int, reflect: bool = False) -> list[Tensor]:
+    """(..., H, W) -> the K^2 views ``t[..., p + o]`` of one padded copy of ``t`` (zeros, or
+    reflection that folds back on small maps), window offsets ``o`` row-major (``F.unfold``'s order).
+
+    Local attention over these views keeps one padded map for backward where ``F.unfold`` keeps K^2
+    copies: what autograd saves grows as (C + K^2) per position instead of C K^2 (ACmix at
+    1024 x 1024 fits in 24 GiB this way)."""
+    h, w = t.shape[-2:]
+    pad = kernel_size // 2
+    if reflect:
+        t = t.index_select(-2, _reflect_index(h, pad, t.device)).index_select(-1, _reflect_index(w, pad, t.device))
+    else:
+        t = F.pad(t, (pad, pad, pad, pad))
+    return [t[..., i:i + h, j:j + w] for i in range(kernel_size) for j in range(kernel_size)]
+
+
 # ----------------------------------------------------------------------------- DANet
 @ATTENTION.register_module()
 class PositionAttention(AttentionOp):
@@ -392,8 +420,11 @@ class CoTAttention(AttentionOp):
         groups, k = c // self.share_planes, self.kernel_size
         key = self.key_embed(x)
         kernels = self.embed(torch.cat([x, key], dim=1)).view(b, groups, k * k, h, w)
-        values = F.unfold(self.conv1x1(x), k, padding=k // 2).view(b, c // groups, groups, k * k, h, w)
-        dynamic = (kernels.unsqueeze(1) * values).sum(dim=3).reshape(b, c, h, w)
+        dynamic = None                                  # sum over the window of W_{c mod C/8, o} V_{c, p+o}
+        for o, v_o in enumerate(_window_views(self.conv1x1(x).view(b, c // groups, groups, h, w), k)):
+            term = kernels[:, None, :, o] * v_o
+            dynamic = term if dynamic is None else dynamic + term
+        dynamic = dynamic.reshape(b, c, h, w)
         dynamic = self.act(self.bn(dynamic))
         fuse = self.se((dynamic + key).mean(dim=(2, 3), keepdim=True))
         with float32_math(x):
@@ -414,18 +445,6 @@ class CoTAttention(AttentionOp):
 
 
 # ----------------------------------------------------------------------------- ACmix
-def _reflect_index(n: int, pad: int, device) -> Tensor:
-    """Indices of a length-``n`` axis reflect-padded by ``pad`` on both sides (without repeating
-    the edge, as ``ReflectionPad2d``), folding back as often as needed so any ``pad`` works,
-    ``n = 1`` included."""
-    idx = torch.arange(-pad, n + pad, device=device)
-    if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * (n - 1)
-    idx = idx.remainder(period)
-    return torch.where(idx < n, idx, period - idx)
-
-
 @ATTENTION.register_module()
 class ACmix(AttentionOp):
     r"""ACmix: self-attention and convolution on shared 1x1 projections (Sec. 3.3, official code).
@@ -505,16 +524,6 @@ class ACmix(AttentionOp):
             self.rate1.fill_(0.5)
             self.rate2.fill_(0.5)
 
-    def _shifted(self, t: Tensor) -> list[Tensor]:
-        """(M, d, H, W) -> the K_a^2 views ``t[p + o]`` of its reflect-padded copy, offsets ``o``
-        row-major (``F.unfold``'s order). Views of one padded tensor: the window is never
-        materialised K_a^2 times, so what autograd keeps grows as (d + K_a^2) per position, not
-        d K_a^2 (the difference between a 256 x 256 map and a 1024 x 1024 one on 24 GiB)."""
-        h, w = t.shape[-2:]
-        pad, k = self.kernel_att // 2, self.kernel_att
-        t = t.index_select(2, _reflect_index(h, pad, t.device)).index_select(3, _reflect_index(w, pad, t.device))
-        return [t[..., i:i + h, j:j + w] for i in range(k) for j in range(k)]
-
     def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
         self.check_input(x, mask, return_attn)
         b, c, h, w = x.shape
@@ -526,12 +535,13 @@ class ACmix(AttentionOp):
         pe = self.conv_p(grid.unsqueeze(0))                                   # (1, d, H, W)
         with float32_math(x):       # q . (k_{p+o} + pe_p - pe_{p+o}), one offset at a time
             q_att, pe32 = upcast(q.reshape(b * heads, d, h, w)) * d ** -0.5, upcast(pe)
-            keys, pes = self._shifted(upcast(k.reshape(b * heads, d, h, w))), self._shifted(pe32)
+            keys = _window_views(upcast(k.reshape(b * heads, d, h, w)), self.kernel_att, reflect=True)
+            pes = _window_views(pe32, self.kernel_att, reflect=True)
             logits = torch.stack([(q_att * k_o).sum(dim=1) - (q_att * pe_o).sum(dim=1) for k_o, pe_o in zip(keys, pes)],
                                  dim=1) + (q_att * pe32).sum(dim=1, keepdim=True)
             weights = logits.softmax(dim=1).to(v.dtype)                       # (Bh, K_a^2, H, W)
         out_att = None
-        for o, v_o in enumerate(self._shifted(v.reshape(b * heads, d, h, w))):
+        for o, v_o in enumerate(_window_views(v.reshape(b * heads, d, h, w), self.kernel_att, reflect=True)):
             term = weights[:, o:o + 1] * v_o
             out_att = term if out_att is None else out_att + term
         out_att = out_att.view(b, c, h, w)
