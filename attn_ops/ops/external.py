@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..layouts import MAP, attend_mask, zero_padded
 from ..registry import ATTENTION
 from .base import AttentionOp
-from .layers import build_norm, float32_math, upcast
+from .layers import MAP_BUDGET, build_norm, chunk_spans, float32_math, upcast
 
 
 def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float = 1e-9,
@@ -41,7 +41,6 @@ def double_normalize(logits: Tensor, token_dim: int, unit_dim: int, eps: float =
     return attn if attn.dtype == logits.dtype else attn.to(logits.dtype)
 
 
-MAP_BUDGET = 2 ** 26   # elements of a (G, n, S) map the fused path forms at once (256 MiB in float32)
 FUSED_MIN = 2 ** 19    # smaller (G, N, S) maps take the plain two-node path: the fused node's fixed cost
                        # outweighs its savings there (measured: tools/benchmark_ops.py --clock cpu, README)
 
@@ -78,7 +77,7 @@ class _FusedExternalAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, mk, bk, mv, mask, eps, chunk, recompute):
-        spans = _spans(x.shape[1], chunk)
+        spans = chunk_spans(x.shape[1], chunk)
         a1 = None
         if len(spans) == 1:
             a1 = _logits(x, mk, bk, mask, spans[0])
@@ -117,7 +116,7 @@ class _FusedExternalAttention(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, grad):
         x, mk, bk, mv, mask, m, c, r, kept = ctx.saved_tensors
-        spans = _spans(x.shape[1], ctx.chunk)
+        spans = chunk_spans(x.shape[1], ctx.chunk)
 
         def grad_a1(sl):
             """(A^(1), dA^(1)) of a span, and the span's share of dM_v."""
@@ -157,10 +156,6 @@ def _softmax_n(x: Tensor, mk: Tensor, bk: Optional[Tensor], mask: Optional[Tenso
                c: Tensor) -> Tensor:
     """A span of softmax over N from the column statistics: exp(L - m) c, (G, n, S)."""
     return _logits(x, mk, bk, mask, sl).sub_(m).exp_().mul_(c)
-
-
-def _spans(n: int, chunk: int) -> list[slice]:
-    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
 
 
 def _logits(x: Tensor, mk: Tensor, bk: Optional[Tensor], mask: Optional[Tensor], sl: slice) -> Tensor:

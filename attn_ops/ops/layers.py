@@ -72,6 +72,15 @@ def build_norm(cfg: Optional[dict], dim: int, layout: str) -> nn.Module:
     return layer
 
 
+MAP_BUDGET = 2 ** 26   # elements of an intermediate map an op forms at once (256 MiB in float32); ops that
+                       # would form more go through it in chunks (External Attention, HaloAttention)
+
+
+def chunk_spans(n: int, chunk: int) -> list[slice]:
+    """``range(n)`` cut into slices of at most ``chunk``."""
+    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
 @contextlib.contextmanager
 def float32_math(x: Tensor):
     """Autocast off on ``x``'s device: sums and softmax statistics inside run in float32 (or

@@ -24,11 +24,12 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..layouts import MAP
 from ..registry import ATTENTION
 from .base import AttentionOp
-from .layers import float32_math, upcast
+from .layers import MAP_BUDGET, chunk_spans, float32_math, upcast
 
 NEG_INF = float('-inf')
 
@@ -305,6 +306,9 @@ class HaloAttention(AttentionOp):
     keys a one-hot of their row and column), so no b^2 x (b + 2h)^2 logits or weights are kept for
     the backward pass, at the price of 2(b + 2h) more channels in the q.k and a.v products (counted
     in the op table's FLOPs): less activation memory than the explicit form, more time on CPU.
+    Where the widened keys and values of all windows would exceed ``MAP_BUDGET`` elements
+    (C = 64, B = 1: from a 256 x 256 map on) the blocks go in chunks recomputed in backward, so what
+    is kept grows by O(C) per pixel and a 1024 x 1024 map fits in memory.
 
     Shapes: (B, C, H, W) -> (B, C, H, W). ``return_attn=True`` also returns the weights
     (B, heads, G, b^2, (b + 2h)^2) before dropout (``local`` form: G blocks, [query in the block,
@@ -353,29 +357,50 @@ class HaloAttention(AttentionOp):
         lw = (q @ self.rel_width.transpose(0, 1)).gather(-1, cols.expand(*q.shape[:-1], win))
         return lh, lw
 
-    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
-        self.check_input(x, mask, return_attn)
-        b, c, h, w = x.shape
-        heads, d, win = self.num_heads, c // self.num_heads, self.block_size + 2 * self.halo_size
-        q_index = window_index(h, w, (self.block_size, self.block_size), device=x.device)
-        k_index = halo_index(h, w, self.block_size, self.halo_size, x.device)
-        tokens = F.pad(x.flatten(2), (0, 1)).transpose(1, 2)                      # (B, N + 1, C), last row 0
-        q = self.q(tokens)[:, q_index].unflatten(-1, (heads, d)).permute(0, 3, 1, 2, 4) * d ** -0.5
-        k, v = self.kv(tokens)[:, k_index].unflatten(-1, (2, heads, d)).permute(3, 0, 4, 1, 2, 5)
+    def _attend(self, q_tokens: Tensor, kv_tokens: Tensor, q_index: Tensor, k_index: Tensor,
+                return_attn: bool = False):
+        """Attention of the blocks ``q_index`` (G, T) over their windows ``k_index`` (G, S), from the
+        projected tokens (B, N + 1, C) and (B, N + 1, 2C) (last row zero): (B, heads, G, T, d)
+        (and the weights with ``return_attn``)."""
+        heads, win = self.num_heads, self.block_size + 2 * self.halo_size
+        d = q_tokens.shape[-1] // heads
+        q = q_tokens[:, q_index].unflatten(-1, (heads, d)).permute(0, 3, 1, 2, 4) * d ** -0.5
+        k, v = kv_tokens[:, k_index].unflatten(-1, (2, heads, d)).permute(3, 0, 4, 1, 2, 5)
         lh, lw = self._relative_logits(q)                                          # (B, h, G, T, win)
         valid = (k_index >= 0)[:, None, :]                                         # (G, 1, S)
         drop = self.attn_drop if self.training else 0.0
         if return_attn:
             rel = (lh[..., :, None] + lw[..., None, :]).flatten(-2)               # (B, h, G, T, S)
-            bias = rel.masked_fill(~valid, NEG_INF)
-            out, weights = attend_biased(q, k, v, bias, drop, True, scale=1.0)
-        else:   # q . k + lh[row(k)] + lw[col(k)] as one dot product of widened queries and keys
-            eye = torch.eye(win, dtype=q.dtype, device=x.device)
-            onehot = torch.cat([eye.repeat_interleave(win, 0), eye.repeat(win, 1)], dim=-1)   # (S, 2 win)
-            q = torch.cat([q, lh.to(q.dtype), lw.to(q.dtype)], dim=-1)
-            k = torch.cat([k, onehot.to(k.dtype).expand(*k.shape[:-1], 2 * win)], dim=-1)
-            v = F.pad(v, (0, 2 * win))       # SDPA's fused kernels want one width for q, k and v
-            out = attend_biased(q, k, v, valid, drop, False, scale=1.0)[..., :d]
+            return attend_biased(q, k, v, rel.masked_fill(~valid, NEG_INF), drop, True, scale=1.0)
+        # q . k + lh[row(k)] + lw[col(k)] as one dot product of widened queries and keys
+        eye = torch.eye(win, dtype=q.dtype, device=q.device)
+        onehot = torch.cat([eye.repeat_interleave(win, 0), eye.repeat(win, 1)], dim=-1)   # (S, 2 win)
+        q = torch.cat([q, lh.to(q.dtype), lw.to(q.dtype)], dim=-1)
+        k = torch.cat([k, onehot.to(k.dtype).expand(*k.shape[:-1], 2 * win)], dim=-1)
+        v = F.pad(v, (0, 2 * win))           # SDPA's fused kernels want one width for q, k and v
+        return attend_biased(q, k, v, valid, drop, False, scale=1.0)[..., :d]
+
+    def forward(self, x: Tensor, *, mask: Optional[Tensor] = None, return_attn: bool = False):
+        self.check_input(x, mask, return_attn)
+        b, c, h, w = x.shape
+        q_index = window_index(h, w, (self.block_size, self.block_size), device=x.device)
+        k_index = halo_index(h, w, self.block_size, self.halo_size, x.device)
+        tokens = F.pad(x.flatten(2), (0, 1)).transpose(1, 2)                      # (B, N + 1, C), last row 0
+        q_tokens, kv_tokens = self.q(tokens), self.kv(tokens)
+        if return_attn:
+            out, weights = self._attend(q_tokens, kv_tokens, q_index, k_index, True)
+        else:
+            # The widened keys and values of all windows, (B, G, S, 2 (C + 2 heads win)), can outgrow
+            # memory on large maps (14 GiB for 1024 x 1024 at C = 64): above MAP_BUDGET elements the
+            # blocks go in chunks whose windows are recomputed in backward (same result, more time).
+            per_block = b * k_index.shape[1] * 2 * (c + 2 * self.num_heads * (self.block_size + 2 * self.halo_size))
+            chunk = max(1, MAP_BUDGET // per_block)
+            if chunk >= q_index.shape[0]:
+                out = self._attend(q_tokens, kv_tokens, q_index, k_index)
+            else:
+                out = torch.cat([checkpoint(self._attend, q_tokens, kv_tokens, q_index[sl], k_index[sl],
+                                            use_reentrant=False)
+                                 for sl in chunk_spans(q_index.shape[0], chunk)], dim=2)
         out = self.proj_drop(self.proj(out.permute(0, 2, 3, 1, 4).flatten(-2)))    # (B, G, T, C)
         y = ungroup_tokens(out, q_index, (h, w))
         return (y, weights) if return_attn else y

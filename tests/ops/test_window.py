@@ -282,6 +282,26 @@ def test_catalogue_halo_masks_the_image_instead_of_the_padding():
     assert (ours[0, :, 0, 0] - op.proj.bias).abs().max() > 1e-2
 
 
+def test_halo_blocks_in_chunks_equal_one_pass_with_gradients(monkeypatch):
+    """Above MAP_BUDGET elements of widened keys and values the blocks go in chunks, recomputed in
+    backward: same output and gradients as one pass, and less kept for backward."""
+    from attn_ops.ops import window
+    from tools.benchmark_ops import saved_bytes
+    op = build(dict(type='HaloAttention', dim=16, num_heads=2, block_size=2, halo_size=1), torch.float64, train=True)
+    x = torch.randn(2, 16, 7, 6, dtype=torch.float64, requires_grad=True)   # 4 x 3 blocks, the last row padded
+    whole = op(x)
+    grads = torch.autograd.grad(whole.square().sum(), [x, *op.parameters()])
+    per_block = 2 * 16 * 2 * (16 + 2 * 2 * 4)                           # B S 2 (C + 2 heads win)
+    monkeypatch.setattr(window, 'MAP_BUDGET', 5 * per_block)            # chunks of 5 of the 12 blocks
+    chunked = op(x)
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(chunked.square().sum(), [x, *op.parameters()]), grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    kept = saved_bytes(op, (x,))
+    monkeypatch.setattr(window, 'MAP_BUDGET', 2 ** 26)
+    assert kept < 0.5 * saved_bytes(op, (x,))
+
+
 def test_catalogue_crossformer_dpb_has_no_width_below_16_channels():
     """The catalogue's DPB hidden width is dim // 16: 0 below 16 channels, so every offset of a group gets
     the same bias; ours (width dim // 4 = 3 at 12 channels) varies with the offset."""
