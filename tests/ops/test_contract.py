@@ -218,6 +218,20 @@ def test_runs_on_both_layouts(name):
         assert call(as_layout(op, layout, hw=hw), inp).shape == inp.shape
 
 
+@pytest.mark.parametrize('name', FEATURE_OPS)
+@pytest.mark.parametrize('hw', [(9, 1), (1, 9), (4, 4)], ids=['Nx1', '1xN', '4x4'])
+def test_runs_on_columns_rows_and_maps_smaller_than_its_windows(name, hw):
+    """Point clouds reach map ops as N x 1 maps (PCT's layout adapter), and a 4 x 4 map is smaller
+    than the defaults' 7-14 pixel windows, kernels and blocks: every op trains on them (batch 2, as
+    the BatchNorms of pooled vectors need)."""
+    op = as_layout(ATTENTION.build(small_cfg(name)).train(), 'map', hw=hw)
+    x = torch.randn(2, 16, *hw, requires_grad=True)
+    y = call(op, x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize('name', ALL)
 def test_strided_inputs_give_the_same_output(name):
     """A map in channels_last memory (what a conv can hand over) and tokens that are a transposed
