@@ -372,18 +372,41 @@ def readme_block(text: str) -> str:
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip('\n') + '\n'
 
 
-def write_readme(out: Path, readme: Path) -> None:
-    """Copy the CSV and plots to tools/assets/leaderboard/ and rewrite the README block from the CSV."""
+def merge_rows(board: list[dict], fresh: list[dict]) -> list[dict]:
+    """``board`` with the rows of the (task, op) pairs in ``fresh`` replaced in place; pairs new to
+    the board go at the end of it."""
+    new = {(r['task'], r['op']): r for r in fresh}
+    merged = [new.pop((r['task'], r['op']), r) for r in board]
+    return merged + list(new.values())
+
+
+def write_readme(out: Path, readme: Path, merge: bool = False) -> None:
+    """Copy the CSV and plots to tools/assets/leaderboard/ and rewrite the README block from the CSV.
+    ``merge`` (a run of some ops): their rows replace theirs in the stored board, the others stay,
+    and the plots are drawn again from the merged board."""
     ASSETS.mkdir(parents=True, exist_ok=True)
-    for name in ('results.csv', 'pareto_seg.png', 'pareto_pc.png'):
-        if (out / name).exists():
-            shutil.copy(out / name, ASSETS / name)
-    block = markdown(read_csv(ASSETS / 'results.csv'))
+    stored = ASSETS / 'results.csv'
+    if merge and stored.exists():
+        rows = merge_rows(read_csv(stored), read_csv(out / 'results.csv'))
+        with open(stored, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        for task in TASKS:
+            done = [r for r in rows if r['task'] == task and not r['error']]
+            if done:
+                plot(done, ASSETS / f'pareto_{task}.png', task)
+    else:
+        for name in ('results.csv', 'pareto_seg.png', 'pareto_pc.png'):
+            if (out / name).exists():
+                shutil.copy(out / name, ASSETS / name)
+    block = markdown(read_csv(stored))
     text = readme.read_text()
     readme_block(text)
     head, rest = text.split(BEGIN, 1)
     readme.write_text(head + BEGIN + '\n' + block + END + rest.split(END, 1)[1])
-    print(f'wrote the leaderboard block to {readme} and its CSV / plots to {ASSETS}')
+    print(f'wrote the leaderboard block to {readme} and its CSV / plots to {ASSETS}'
+          + (' (rows of this run merged into the stored board)' if merge else ''))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -397,7 +420,8 @@ def parse_args(argv=None):
     p.add_argument('--quick', action='store_true', help='2 ops, 5 iterations, small data: a smoke run')
     p.add_argument('--out', default='work_dirs/leaderboard')
     p.add_argument('--write-readme', action='store_true', help='copy the results to tools/assets/leaderboard/ '
-                   'and rewrite README.md between the LEADERBOARD markers')
+                   'and rewrite README.md between the LEADERBOARD markers (with --ops: the rows of those ops '
+                   'replace theirs in the stored board)')
     p.add_argument('--readme', default=osp.join(ROOT, 'README.md'))
     add_quiet_argument(p)
     opts = p.parse_args(argv)
@@ -459,7 +483,7 @@ def main(argv=None) -> list[dict]:
     out = Path(opts.out)
     write(rows, out, head)
     if opts.write_readme:
-        write_readme(out, Path(opts.readme))
+        write_readme(out, Path(opts.readme), merge=bool(opts.ops))
     return rows
 
 

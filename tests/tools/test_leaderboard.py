@@ -98,3 +98,35 @@ def test_context_gap_sentence():
                                              'ExternalAttention 60.0 (+20.0); best op PositionAttention '
                                              '80.2 (+40.2).\n\n')
     assert leaderboard.context_gap(rows[1:]) == ''
+
+
+def test_a_subset_run_replaces_its_rows_and_keeps_the_others():
+    board = [dict(task='seg', op='FCNHead', score='35'), dict(task='seg', op='ACmix', score='36'),
+             dict(task='pc', op='ACmix', score='90'), dict(task='seg', op='SimAM', score='40')]
+    fresh = [dict(task='seg', op='ACmix', score='37'), dict(task='seg', op='NewOp', score='50')]
+    assert leaderboard.merge_rows(board, fresh) == [
+        board[0], fresh[0], board[2], board[3], fresh[1]]   # order kept, new ops last
+
+
+def test_write_readme_merges_a_subset_run_into_the_stored_board(tmp_path, monkeypatch):
+    import shutil
+    assets, run = tmp_path / 'assets', tmp_path / 'run'
+    shutil.copytree(leaderboard.ASSETS, assets)
+    monkeypatch.setattr(leaderboard, 'ASSETS', assets)
+    board = _table(assets)
+    changed = dict(next(r for r in board if r['task'] == 'seg' and r['op'] == 'ACmix'), score='12.3')
+    run.mkdir()
+    with open(run / 'results.csv', 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(changed))
+        writer.writeheader()
+        writer.writerow(changed)
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'before\n{leaderboard.BEGIN}\nold\n{leaderboard.END}\nafter\n')
+    leaderboard.write_readme(run, readme, merge=True)
+    merged = _table(assets)
+    assert [(r['task'], r['op']) for r in merged] == [(r['task'], r['op']) for r in board]
+    assert next(r for r in merged if r['op'] == 'ACmix' and r['task'] == 'seg')['score'] == '12.3'
+    assert sum(a != b for a, b in zip(merged, board)) == 1
+    text = readme.read_text()
+    assert text.startswith('before\n') and text.endswith('after\n')
+    assert leaderboard.readme_block(text) == leaderboard.markdown(merged)
