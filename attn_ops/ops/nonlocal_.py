@@ -12,7 +12,7 @@ learned neighbourhood of it.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,20 +70,21 @@ def _reflect_index(n: int, pad: int, device) -> Tensor:
     return torch.where(idx < n, idx, period - idx)
 
 
-def _window_views(t: Tensor, kernel_size: int, reflect: bool = False) -> list[Tensor]:
+def _window_views(t: Tensor, kernel_size: int, reflect: bool = False) -> Iterator[Tensor]:
     """(..., H, W) -> the K^2 views ``t[..., p + o]`` of one padded copy of ``t`` (zeros, or
     reflection that folds back on small maps), window offsets ``o`` row-major (``F.unfold``'s order).
 
     Local attention over these views keeps one padded map for backward where ``F.unfold`` keeps K^2
-    copies: what autograd saves grows as (C + K^2) per position instead of C K^2 (ACmix at
-    1024 x 1024 fits in 24 GiB this way)."""
+    copies: what autograd saves grows as (C + K^2) per position instead of C K^2. The views are
+    made one at a time as the caller uses them, so backward reaches each view's gradient right
+    after the product that made it instead of holding K^2 of them at once."""
     h, w = t.shape[-2:]
     pad = kernel_size // 2
     if reflect:
         t = t.index_select(-2, _reflect_index(h, pad, t.device)).index_select(-1, _reflect_index(w, pad, t.device))
     else:
         t = F.pad(t, (pad, pad, pad, pad))
-    return [t[..., i:i + h, j:j + w] for i in range(kernel_size) for j in range(kernel_size)]
+    return (t[..., i:i + h, j:j + w] for i in range(kernel_size) for j in range(kernel_size))
 
 
 # ----------------------------------------------------------------------------- DANet
