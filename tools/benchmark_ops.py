@@ -283,18 +283,24 @@ def _plot(rows, out: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r['op'] for r in rows))
+    many = len(names) > 10      # colours repeat every 10: vary the line style, legend beside the axes
     for key, label, fname in (('time_ms', 'median time (ms)', 'time.png'),
                               ('act_mib', 'activation memory for backward (MiB)', 'memory.png')):
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-        for name in dict.fromkeys(r['op'] for r in rows):
+        fig, ax = plt.subplots(figsize=(10, 5.5) if many else (7, 4.5), dpi=110)
+        for i, name in enumerate(names):
             pts = [r for r in rows if r['op'] == name]
-            line, = ax.plot([r['N'] for r in pts], [r[key] for r in pts], marker='o', label=name)
+            line, = ax.plot([r['N'] for r in pts], [r[key] for r in pts], marker='o', label=name,
+                            ls=('-', '--', ':', '-.')[i // 10 % 4])
             if any(f'peer_{key}' in r for r in pts):
                 ax.plot([r['N'] for r in pts if f'peer_{key}' in r], [r[f'peer_{key}'] for r in pts if f'peer_{key}' in r],
                         ls='--', marker='x', color=line.get_color(), label=f'{name} (catalogue)')
         ax.set(xscale='log', yscale='log', xlabel='tokens N', ylabel=label)
         ax.grid(True, which='both', alpha=0.3)
-        ax.legend(fontsize=7)
+        if many:
+            ax.legend(fontsize=6.5, loc='center left', bbox_to_anchor=(1.01, 0.5), ncol=1 + len(names) // 36)
+        else:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname)
         plt.close(fig)
