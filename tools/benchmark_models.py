@@ -160,7 +160,8 @@ def _mmseg_config_dir() -> Path:
 
 
 def head_configs() -> list[tuple[str, dict, bool]]:
-    """``(label, decode_head config, is_ours)``: EAHead, AttnHead per registered op, mmseg's heads.
+    """``(label, decode_head config, is_ours)``: EAHead, AttnHead per registered op that returns
+    features (not the ``pool`` kind), mmseg's heads.
 
     AttnHead takes the decode head of the ``configs/attn_head/`` config of the op when there is
     one (its residual and op settings), else the base config with ``attn=dict(type=op)``.
@@ -172,7 +173,7 @@ def head_configs() -> list[tuple[str, dict, bool]]:
     for path in sorted((ROOT / 'configs' / 'attn_head').glob('*.py')):
         cfg = _decode_head_cfg(path)
         per_op.setdefault(cfg['attn']['type'], cfg)
-    for name in sorted(ATTENTION.module_dict):
+    for name in sorted(n for n in ATTENTION.module_dict if ATTENTION.get(n).kind != 'pool'):  # pool: no features
         cfg = per_op.get(name, dict(attn_base, attn=dict(type=name)))
         heads.append((f'AttnHead({name})', cfg, True))
     peers = _mmseg_config_dir()
