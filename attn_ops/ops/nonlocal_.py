@@ -87,6 +87,17 @@ def _window_views(t: Tensor, kernel_size: int, reflect: bool = False) -> Iterato
     return (t[..., i:i + h, j:j + w] for i in range(kernel_size) for j in range(kernel_size))
 
 
+def _window_sum(weights: Tensor, t: Tensor, kernel_size: int, reflect: bool = False) -> Tensor:
+    """``sum_o weights[:, o] t[..., p + o]`` over the K^2 window offsets (:func:`_window_views`'s
+    order): ``weights`` (B, K^2, *rest) with ``weights[:, o].unsqueeze(1)`` broadcasting against
+    ``t`` (B, ..., H, W); returns ``t``'s shape."""
+    out = None
+    for o, t_o in enumerate(_window_views(t, kernel_size, reflect)):
+        term = weights[:, o].unsqueeze(1) * t_o
+        out = term if out is None else out + term
+    return out
+
+
 # ----------------------------------------------------------------------------- DANet
 @ATTENTION.register_module()
 class PositionAttention(AttentionOp):
@@ -421,11 +432,8 @@ class CoTAttention(AttentionOp):
         groups, k = c // self.share_planes, self.kernel_size
         key = self.key_embed(x)
         kernels = self.embed(torch.cat([x, key], dim=1)).view(b, groups, k * k, h, w)
-        dynamic = None                                  # sum over the window of W_{c mod C/8, o} V_{c, p+o}
-        for o, v_o in enumerate(_window_views(self.conv1x1(x).view(b, c // groups, groups, h, w), k)):
-            term = kernels[:, None, :, o] * v_o
-            dynamic = term if dynamic is None else dynamic + term
-        dynamic = dynamic.reshape(b, c, h, w)
+        values = self.conv1x1(x).view(b, c // groups, groups, h, w)          # channel c uses kernel c mod C/8
+        dynamic = _window_sum(kernels.transpose(1, 2), values, k).reshape(b, c, h, w)
         dynamic = self.act(self.bn(dynamic))
         fuse = self.se((dynamic + key).mean(dim=(2, 3), keepdim=True))
         with float32_math(x):
@@ -541,11 +549,7 @@ class ACmix(AttentionOp):
             logits = torch.stack([(q_att * k_o).sum(dim=1) - (q_att * pe_o).sum(dim=1) for k_o, pe_o in zip(keys, pes)],
                                  dim=1) + (q_att * pe32).sum(dim=1, keepdim=True)
             weights = logits.softmax(dim=1).to(v.dtype)                       # (Bh, K_a^2, H, W)
-        out_att = None
-        for o, v_o in enumerate(_window_views(v.reshape(b * heads, d, h, w), self.kernel_att, reflect=True)):
-            term = weights[:, o:o + 1] * v_o
-            out_att = term if out_att is None else out_att + term
-        out_att = out_att.view(b, c, h, w)
+        out_att = _window_sum(weights, v.reshape(b * heads, d, h, w), self.kernel_att, reflect=True).view(b, c, h, w)
         shifted = self.fc(torch.cat([t.reshape(b, heads, d, h * w) for t in (q, k, v)], dim=1))  # (B, K_c^2, d, N)
         out_conv = self.dep_conv(shifted.transpose(1, 2).reshape(b, -1, h, w))
         out = self.rate1 * out_att + self.rate2 * out_conv
