@@ -76,6 +76,14 @@ ATTENTION = Registry(
     build_func=_build)
 
 
+def feature_ops(layout: str | None = None) -> list[str]:
+    """Sorted names of the registered ops that return features of their input's shape (every kind
+    but ``pool``), optionally only those of one native ``layout``: what a head or a network can
+    hold in place of an attention layer."""
+    return sorted(n for n in ATTENTION.module_dict
+                  if ATTENTION.get(n).kind != 'pool' and (layout is None or ATTENTION.get(n).layout == layout))
+
+
 def op_class(cfg: dict) -> type:
     """The class a config names (``UnknownOpError`` with close names when none)."""
     _check_type(cfg, ATTENTION)

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from attn_ops import ATTENTION  # noqa: E402
+from attn_ops import feature_ops  # noqa: E402
 from attn_ops import point_ops as po  # noqa: E402
 from projects import progress  # noqa: E402
 from tools.benchmark_ops import CLOCKS, count_flops, interleaved_ms, sync  # noqa: E402
@@ -173,7 +173,7 @@ def head_configs() -> list[tuple[str, dict, bool]]:
     for path in sorted((ROOT / 'configs' / 'attn_head').glob('*.py')):
         cfg = _decode_head_cfg(path)
         per_op.setdefault(cfg['attn']['type'], cfg)
-    for name in sorted(n for n in ATTENTION.module_dict if ATTENTION.get(n).kind != 'pool'):  # pool: no features
+    for name in feature_ops():
         cfg = per_op.get(name, dict(attn_base, attn=dict(type=name)))
         heads.append((f'AttnHead({name})', cfg, True))
     peers = _mmseg_config_dir()

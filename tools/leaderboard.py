@@ -50,7 +50,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 from torch import nn  # noqa: E402
 
-from attn_ops import ATTENTION  # noqa: E402
+from attn_ops import ATTENTION, feature_ops  # noqa: E402
 from attn_ops.layouts import TOKENS  # noqa: E402
 from projects.progress import add_quiet_argument, track  # noqa: E402
 from projects.progress import write as write_line  # noqa: E402
@@ -74,13 +74,12 @@ EST_S_PER_ITER = dict(seg=0.09, pc=0.25)
 # ----------------------------------------------------------------------------- op selection
 def seg_ops() -> list[str]:
     """Ops that can go in AttnHead: every registered op except ``pool`` ops; the baseline first."""
-    return [BASELINE] + sorted(n for n in ATTENTION.module_dict if ATTENTION.get(n).kind != 'pool')
+    return [BASELINE] + feature_ops()
 
 
 def pc_ops() -> list[str]:
     """Token ops that can be PCT's attention layers (``pool`` ops excluded)."""
-    return sorted(n for n in ATTENTION.module_dict
-                  if ATTENTION.get(n).layout == TOKENS and ATTENTION.get(n).kind != 'pool')
+    return feature_ops(TOKENS)
 
 
 # ----------------------------------------------------------------------------- segmentation

@@ -12,7 +12,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS as MMENGINE_MODELS
 
-from attn_ops import ATTENTION, ATTN_FORMS, KINDS, AttentionOp, UnknownOpError, as_layout, build_attention
+from attn_ops import (ATTENTION, ATTN_FORMS, KINDS, AttentionOp, UnknownOpError, as_layout, build_attention,
+                      feature_ops)
 from attn_ops.layouts import LAYOUTS, map_to_tokens
 from attn_ops.ops.layers import Scale
 from tests.ops.common import as_output, build, call, input_for, lengths_mask, op_names, padded_pair, small_cfg
@@ -361,3 +362,11 @@ def test_import_attn_ops_needs_torch_and_mmengine_only():
             '{"mmcv", "mmseg", "open3d", "torch_geometric", "projects", "fightingcv_attention"}))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout
+
+
+def test_feature_ops_are_the_ops_that_keep_their_inputs_shape():
+    """What heads and networks may hold: every op but the pool kind, optionally of one layout."""
+    assert 'ResidualAttention' in ALL and 'ResidualAttention' not in feature_ops()
+    assert feature_ops() == FEATURE_OPS
+    assert feature_ops('tokens') == [n for n in FEATURE_OPS if ATTENTION.get(n).layout == 'tokens']
+    assert 'ExternalAttention' in feature_ops('tokens') and 'CBAM' not in feature_ops('tokens')
